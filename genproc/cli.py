@@ -1,0 +1,101 @@
+"""The ``genproc`` command line (typer). Thin: parse, validate, call library functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genproc.errors import GenprocError
+
+app = typer.Typer(
+    help="genproc: train, sample and compare iterative generative models of images "
+    "(Inverse Heat Dissipation, DDPM, Gaussian blur) on one engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(e: Exception) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<recipe name>). An existing one is resumed from its latest checkpoint."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder of the data set (overrides data.root and $GENPROC_DATA)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.lr=1e-4 (repeatable)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Train until this global step (a resumed run stops where an uninterrupted one would)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter count, then exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the tqdm progress bar."),
+) -> None:
+    """Train a model from a recipe (or resume it). Launch under torchrun for multi-GPU/multi-process DDP."""
+    try:
+        from genproc.recipe import load_recipe, recipe_to_yaml
+
+        r = load_recipe(recipe, set_)
+        if max_steps is not None and max_steps < 0:
+            raise GenprocError(f"--max-steps must be >= 0, got {max_steps}")
+        if dry_run:
+            from genproc.nets import build_net, count_parameters
+
+            net = build_net(r.net, r.data.channels, r.data.image_size)
+            typer.echo(recipe_to_yaml(r).rstrip())
+            typer.echo(f"# parameters: {count_parameters(net):,}")
+            return
+        from genproc.engine import train as run_train
+
+        res = run_train(r, run_dir or Path("runs") / r.name, data_root=data_root, max_steps=max_steps, progress=progress)
+    except GenprocError as e:
+        _fail(e)
+    if res.interrupted:
+        raise typer.Exit(130)
+    typer.echo(f"done: step {res.step}, samples in {res.run_dir / 'samples'}, checkpoints in {res.run_dir / 'checkpoints'}")
+
+
+@app.command()
+def sample(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'genproc train'."),
+    n: int = typer.Option(64, "--n", help="Number of samples."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run_dir>/samples/sample_seed<seed>)."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="Sampling noise std (default: the recipe's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed; sample i depends only on (seed, i)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass (does not change the samples)."),
+    same_init: bool = typer.Option(False, "--same-init", help="All samples start from the same prior state."),
+    share_noise: bool = typer.Option(False, "--share-noise", help="All samples use the same per-step noise."),
+    capture_every: int = typer.Option(0, "--capture-every", help="Keep every m-th state for the GIF / npz (0: ~20 frames, -1: none)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder for the prior, if it moved since training."),
+    weights: str = typer.Option("ema", "--weights", help="ema (default) or model."),
+) -> None:
+    """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png."""
+    try:
+        if n < 1:
+            raise GenprocError(f"--n must be >= 1, got {n}")
+        if batch_size < 1:
+            raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
+        if weights not in ("ema", "model"):
+            raise GenprocError(f"--weights must be 'ema' or 'model', got {weights!r}")
+        from genproc.engine import write_samples
+        from genproc.run import load
+
+        run = load(run_dir, checkpoint, data_root, weights=weights)
+        res = run.sample(n, seed=seed, batch_size=batch_size, delta=delta, same_init=same_init, share_noise=share_noise,
+                         capture_every=capture_every, progress=sys.stderr.isatty())
+        files = write_samples(res, out or run_dir / "samples" / f"sample_seed{seed}")
+    except GenprocError as e:
+        _fail(e)
+    typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Deterministic data order: the global batch of step s depends only on (seed, s).
+
+Epoch e is a permutation of the data seeded by (seed, e); step s takes global positions
+[s B, (s+1) B) of the concatenated epochs. Every DDP rank computes the same global batch
+and keeps its own contiguous slice, so a run on R ranks sees exactly the samples (and,
+via :func:`step_generator`, the noise) of a single-process run with the same global batch,
+and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + step * 7919 + salt * 104_729 + 12345) % (2**63 - 1))
+    return g
+
+
+class EpochOrder:
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.pop(min(self._cache))
+            self._cache[epoch] = torch.randperm(self.n, generator=step_generator(self.seed, epoch, salt=7))
+        return self._cache[epoch]
+
+    def global_batch(self, step: int, batch_size: int) -> torch.Tensor:
+        """(batch_size,) int64 data indices of global step ``step``."""
+        pos = torch.arange(step * batch_size, (step + 1) * batch_size)
+        epochs = pos // self.n
+        out = torch.empty(batch_size, dtype=torch.long)
+        for e in epochs.unique().tolist():
+            sel = epochs == e
+            out[sel] = self._perm(e)[pos[sel] % self.n]
+        return out
+
+
+def local_slice(batch_size: int, rank: int, world: int) -> slice:
+    per = batch_size // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+class _StepSampler(Sampler[list[int]]):
+    def __init__(self, order: EpochOrder, start: int, stop: int, batch_size: int, sl: slice):
+        self.order, self.start, self.stop, self.bs, self.sl = order, start, stop, batch_size, sl
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in range(self.start, self.stop):
+            yield self.order.global_batch(s, self.bs)[self.sl].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def batch_iterator(data, order: EpochOrder, start: int, stop: int, batch_size: int, sl: slice, num_workers: int) -> Iterator[torch.Tensor]:
+    """Yields this rank's (B_local, C, H, W) float32 batches for steps start..stop-1."""
+    if getattr(data, "in_memory", False):
+        for s in range(start, stop):
+            yield data.get_batch(order.global_batch(s, batch_size)[sl])
+        return
+    loader = DataLoader(data, batch_sampler=_StepSampler(order, start, stop, batch_size, sl), num_workers=num_workers,
+                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+    yield from loader

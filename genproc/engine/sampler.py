@@ -1,0 +1,114 @@
+"""The one sampler: prior -> reverse steps -> images, for any process.
+
+Randomness is per sample (``SampleRNG``): sample i depends only on (seed, i), not on
+the batch size, so the same seed gives the same images in any batching.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genproc.engine.media import save_gif, save_grid, save_pngs
+from genproc.processes.rng import SampleRNG
+
+INIT_STREAM, NOISE_STREAM = 1, 2
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for ``precision`` in {fp32, bf16, fp16} (fp32: no-op)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+@dataclass
+class SampleResult:
+    images: torch.Tensor  # (n, C, H, W) float32 in [0, 1]
+    trajectory: torch.Tensor | None  # (T, n, C, H, W) float32 in [0, 1], T captured states
+    levels: list[int]  # the level of each trajectory frame (prior level first, 0 = final)
+
+
+def auto_capture_every(num_steps: int, frames: int = 20) -> int:
+    return max(1, num_steps // frames)
+
+
+@torch.no_grad()
+def generate(
+    process: Any,
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    n: int,
+    *,
+    data: Any = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    delta: float | None = None,
+    same_init: bool = False,
+    share_noise: bool = False,
+    capture_every: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+    start_index: int = 0,
+) -> SampleResult:
+    """Draw ``n`` samples. ``net(x, k)`` is called with x (B, C, H, W) and k (B,) int64.
+
+    same_init: every sample starts from sample 0's prior state; share_noise: every sample
+    uses sample 0's step noise. capture_every = m keeps every m-th state (0: ~20 frames,
+    negative: none). ``data`` is the training set, for processes whose prior needs it.
+    """
+    device = torch.device(device)
+    levels = process.sampling_levels()
+    m = auto_capture_every(len(levels)) if capture_every == 0 else capture_every
+    images, trajs, frame_levels = [], [], []
+    bar = tqdm(total=n * len(levels), desc="sampling", unit="step", disable=not progress, leave=False)
+    for b0 in range(0, n, batch_size):
+        idx = list(range(start_index + b0, start_index + min(n, b0 + batch_size)))
+        init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
+        noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
+        x = process.prior(data, init, delta).to(device)  # (B, C, H, W)
+        shape = tuple(x.shape[1:])
+        frames, frame_levels = [], []
+        if m > 0:
+            frames.append(process.to_image(x).cpu())
+            frame_levels.append(levels[0])
+        for j, k in enumerate(levels):
+            kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
+            with autocast(device, precision):
+                out = net(x, kk)
+            x = process.reverse_step(x, out.float(), k, noise.randn(shape), delta)
+            if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
+                frames.append(process.to_image(x).cpu())
+                frame_levels.append(levels[j + 1] if j + 1 < len(levels) else 0)
+            bar.update(x.shape[0])
+        images.append(process.to_image(x).cpu())
+        if m > 0:
+            trajs.append(torch.stack(frames))
+    bar.close()
+    traj = torch.cat(trajs, dim=1) if trajs else None
+    return SampleResult(torch.cat(images), traj, frame_levels)
+
+
+def write_samples(result: SampleResult, out: str | Path, gif_max: int = 64, individual: bool = True) -> dict[str, str]:
+    """Write grid.png, sequence.gif, samples.npz and images/*.png into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"grid": str(save_grid(result.images, out / "grid.png", scale=2))}
+    arrays = {"images": result.images.numpy()}
+    if result.trajectory is not None:
+        files["gif"] = str(save_gif(result.trajectory[:, :gif_max], out / "sequence.gif"))
+        arrays["trajectory"] = result.trajectory.numpy()
+        arrays["trajectory_levels"] = np.asarray(result.levels)
+    np.savez_compressed(out / "samples.npz", **arrays)
+    files["npz"] = str(out / "samples.npz")
+    if individual:
+        save_pngs(result.images, out / "images")
+        files["images"] = str(out / "images")
+    return files

@@ -1,0 +1,263 @@
+"""Recipes: typed, validated dataclasses loaded from YAML.
+
+A recipe has five sections::
+
+    name: ihdm_mnist_small
+    seed: 0
+    data:    {name: mnist, image_size: 28, channels: 1, ...}     -> DataConfig
+    process: {name: heat, K: 50, sigma_blur_max: 20, ...}        -> the process's own config
+    net:     {name: unet, channels: 32, ...}                     -> the net's own config
+    train:   {batch_size: 128, lr: 2e-4, ...}                    -> TrainConfig
+    sample:  {n: 64, batch_size: 64, ...}                        -> SampleConfig
+
+``process`` and ``net`` are validated against the dataclass that the chosen
+process / net registers (see ``genproc.processes.PROCESSES`` and
+``genproc.nets.NETS``), so each component owns its parameters.
+
+Unknown keys are rejected with the nearest valid key; wrong types name the field.
+``--set a.b=v`` overrides are parsed as YAML scalars and validated the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genproc.errors import GenprocError
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from. Images are (C, H, W) float32 in [0, 1]."""
+
+    name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | folder
+    root: str | None = None  # folder holding the data set; else --data-root or $GENPROC_DATA
+    image_size: int = 16  # square output size H = W (resize + centre crop where needed)
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    hflip: bool = False  # random horizontal flips during training
+    max_images: int | None = None  # use only the first N training images (tiny runs, tests)
+    num_workers: int = 0  # DataLoader workers for file-backed data sets
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping; every field is a recipe key under ``train:``."""
+
+    batch_size: int = 128  # global batch (split across DDP ranks)
+    lr: float = 2e-4  # Adam learning rate after warm-up
+    warmup_steps: int = 5000  # linear warm-up from 0 to lr (paper App. B.1)
+    grad_clip: float = 1.0  # global grad-norm clip (paper App. B.1)
+    ema: float = 0.999  # EMA decay of the weights used for sampling
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_steps: int = 10000  # train until this global step
+    log_every: int = 50  # steps between metrics.jsonl lines
+    sample_every: int = 1000  # steps between sample grids / GIFs (0 = only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 3  # how many recent checkpoints to keep
+
+
+@dataclass
+class SampleConfig:
+    """Defaults for the sample grids written during training and by ``genproc sample``."""
+
+    n: int = 64  # samples in a grid
+    batch_size: int = 64
+    capture_every: int = 0  # keep every m-th state of the trajectory for the GIF (0 = auto, ~20 frames)
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    process: Any = None  # the registered process's config dataclass
+    net: Any = None  # the registered net's config dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML serialisable), with ``name`` inside process and net."""
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed}
+        out["data"] = dataclasses.asdict(self.data)
+        out["process"] = {"name": self.process.__class__._registry_name, **dataclasses.asdict(self.process)}
+        out["net"] = {"name": self.net.__class__._registry_name, **dataclasses.asdict(self.net)}
+        out["train"] = dataclasses.asdict(self.train)
+        out["sample"] = dataclasses.asdict(self.sample)
+        return json.loads(json.dumps(out))  # tuples -> lists
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats, lists to tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except GenprocError as e:
+                errors.append(str(e))
+        raise GenprocError(f"recipe field '{where}': expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise GenprocError(f"recipe field '{where}': expected a list of {len(args)} values, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise GenprocError(f"recipe field '{where}': expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise GenprocError(f"recipe field '{where}': expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise GenprocError(f"recipe field '{where}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise GenprocError(f"recipe field '{where}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise GenprocError(f"recipe field '{where}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise GenprocError(f"recipe field '{where}': expected a string, got {value!r}")
+    raise GenprocError(f"recipe field '{where}': unsupported type {_type_name(tp)}")
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> GenprocError:
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{where}{near[0]}'?" if near else f"; valid keys: {', '.join(valid)}"
+    return GenprocError(f"unknown recipe key '{where}{key}'{hint}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise GenprocError(f"recipe section '{where.rstrip('.')}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise _unknown_key(str(key), names, where)
+        kwargs[key] = _coerce(value, hints[key], where + key)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def _registered(section: str, values: Any, registry: dict[str, tuple[Any, type]]) -> Any:
+    if not isinstance(values, dict) or "name" not in values:
+        raise GenprocError(f"recipe section '{section}' needs a 'name' (one of: {', '.join(registry)})")
+    values = dict(values)
+    name = values.pop("name")
+    if name not in registry:
+        near = difflib.get_close_matches(str(name), list(registry), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise GenprocError(f"recipe field '{section}.name': unknown {section} '{name}'{hint} (known: {', '.join(registry)})")
+    cfg_cls = registry[name][1]
+    cfg = build_dataclass(cfg_cls, values, f"{section}.")
+    cfg_cls._registry_name = name
+    return cfg
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """Validate a nested dict (as read from YAML) into a :class:`Recipe`."""
+    from genproc.nets import NETS
+    from genproc.processes import PROCESSES
+
+    if not isinstance(d, dict):
+        raise GenprocError(f"a recipe must be a YAML mapping, got {type(d).__name__}")
+    valid = [f.name for f in dataclasses.fields(Recipe)]
+    for key in d:
+        if key not in valid:
+            raise _unknown_key(str(key), valid, "")
+    return Recipe(
+        name=_coerce(d.get("name", "unnamed"), str, "name"),
+        seed=_coerce(d.get("seed", 0), int, "seed"),
+        data=build_dataclass(DataConfig, d.get("data"), "data."),
+        process=_registered("process", d.get("process"), PROCESSES),
+        net=_registered("net", d.get("net"), NETS),
+        train=build_dataclass(TrainConfig, d.get("train"), "train."),
+        sample=build_dataclass(SampleConfig, d.get("sample"), "sample."),
+    )
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=v`` overrides (v parsed as a YAML scalar) to a nested recipe dict."""
+    d = json.loads(json.dumps(d))
+    for item in overrides:
+        if "=" not in item:
+            raise GenprocError(f"--set expects KEY=VALUE (e.g. train.lr=1e-4), got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {} if node.get(p) is None else node[p]
+                if not isinstance(node[p], dict):
+                    raise GenprocError(f"--set {key}: '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return d
+
+
+def load_recipe_dict(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise GenprocError(f"recipe file not found: {path} (expected a YAML file such as recipes/quickstart.yaml)")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GenprocError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return d or {}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, override and validate a recipe file."""
+    return recipe_from_dict(apply_overrides(load_recipe_dict(path), overrides or []))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,66 @@
+"""Load a finished (or running) run directory, ready to sample: ``genproc.load(run_dir)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genproc.engine import checkpoint as ckpt
+from genproc.engine.distributed import DistInfo, pick_device
+from genproc.engine.sampler import SampleResult, generate
+from genproc.errors import GenprocError
+from genproc.nets import build_net
+from genproc.processes import build_process
+from genproc.recipe import Recipe, recipe_from_dict
+
+
+@dataclass
+class LoadedRun:
+    """A trained model: recipe, process, EMA network (eval mode), training data (for the prior)."""
+
+    run_dir: Path
+    recipe: Recipe
+    process: Any
+    net: torch.nn.Module
+    step: int
+    checkpoint: Path
+    device: torch.device
+    data_root: str | None = None
+    _data: Any = None
+
+    @property
+    def data(self) -> Any:
+        """The training set (loaded on first use; the heat prior draws from it)."""
+        if self._data is None:
+            from genproc.data import build_dataset
+
+            self._data = build_dataset(self.recipe.data, "train", self.data_root)
+        return self._data
+
+    def sample(self, n: int = 64, **kwargs: Any) -> SampleResult:
+        """Draw n samples; keyword arguments as :func:`genproc.engine.generate` (seed, delta, ...)."""
+        kwargs.setdefault("precision", self.recipe.train.precision)
+        data = self.data if getattr(self.process, "needs_data_for_prior", False) else None
+        return generate(self.process, self.net, n, data=data, device=self.device, **kwargs)
+
+
+def load(run_dir: str | Path, checkpoint: str | None = None, data_root: str | None = None, device: str = "auto",
+         weights: str = "ema") -> LoadedRun:
+    """Load ``run_dir``'s latest (or given) checkpoint. ``weights``: 'ema' (default) or 'model'."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GenprocError(f"run dir not found: {run_dir} (expected a folder written by 'genproc train')")
+    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    meta = ckpt.load_meta(path)
+    recipe = recipe_from_dict(meta["recipe"])
+    dev = pick_device(device, DistInfo())
+    net = build_net(recipe.net, recipe.data.channels, recipe.data.image_size)
+    try:
+        net.load_state_dict(ckpt.load_weights(path, weights))
+    except RuntimeError as e:
+        raise GenprocError(f"weights in {path} do not fit the recipe's net: {str(e).splitlines()[0]}") from None
+    net.to(dev).eval()
+    return LoadedRun(run_dir, recipe, build_process(recipe.process), net, int(meta["step"]), path, dev, data_root)

@@ -1,0 +1,111 @@
+"""Engine behaviour: the loss falls, resume equals an uninterrupted run, atomic checkpoints, sampler RNG."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genproc.engine import checkpoint as ckpt
+from genproc.engine import generate, train
+from genproc.engine.batches import EpochOrder
+from genproc.recipe import recipe_from_dict
+
+
+def _weights(run_dir, step):
+    return load_file(str(run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors"))
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny_dict):
+    r = recipe_from_dict(tiny_dict)
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(r, a, max_steps=6, progress=False, log=lambda *_: None)
+    train(r, b, max_steps=3, progress=False, log=lambda *_: None)  # stops at 3 (a checkpoint at 2 and 3)
+    shutil.rmtree(b / "checkpoints" / "step_00000003")  # as if killed right after step 2's checkpoint
+    res = train(r, b, max_steps=6, progress=False, log=lambda *_: None)
+    assert res.step == 6
+    wa, wb = _weights(a, 6), _weights(b, 6)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k  # bit-exact on CPU in fp32
+    ea = load_file(str(a / "checkpoints" / "step_00000006" / "ema.safetensors"))
+    eb = load_file(str(b / "checkpoints" / "step_00000006" / "ema.safetensors"))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+
+
+def test_max_steps_is_a_global_step_and_rerun_is_noop(tmp_path, tiny_dict):
+    r = recipe_from_dict(tiny_dict)
+    train(r, tmp_path, max_steps=4, progress=False, log=lambda *_: None)
+    res = train(r, tmp_path, max_steps=4, progress=False, log=lambda *_: None)
+    assert res.step == 4
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000004"]
+
+
+def test_loss_falls_on_tiny_data(tmp_path, tiny_dict):
+    tiny_dict["train"].update(max_steps=60, log_every=10, checkpoint_every=60, batch_size=16)
+    tiny_dict["net"]["dropout"] = 0.0
+    train(recipe_from_dict(tiny_dict), tmp_path, progress=False, log=lambda *_: None)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 6
+    assert sum(losses[-2:]) < 0.7 * sum(losses[:2])
+
+
+def test_interrupted_checkpoint_write_leaves_previous_loadable(tmp_path, tiny_dict, monkeypatch):
+    r = recipe_from_dict(tiny_dict)
+    train(r, tmp_path, max_steps=2, progress=False, log=lambda *_: None)
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated crash mid-write)")
+
+    monkeypatch.setattr(ckpt.torch, "save", boom)  # dies after the weights, before state.pt and meta.json
+    with pytest.raises(OSError):
+        train(r, tmp_path, max_steps=4, progress=False, log=lambda *_: None)
+    monkeypatch.undo()
+    assert any(p.name.startswith(".tmp-step_") for p in (tmp_path / "checkpoints").iterdir())
+    latest = ckpt.resolve_checkpoint(tmp_path)
+    assert latest.name == "step_00000002"
+    ckpt.load_weights(latest, "ema")
+    res = train(r, tmp_path, max_steps=4, progress=False, log=lambda *_: None)  # resumes from step 2
+    assert res.step == 4
+
+
+def test_epoch_order_covers_data_and_is_deterministic():
+    o1, o2 = EpochOrder(10, seed=3), EpochOrder(10, seed=3)
+    first = torch.cat([o1.global_batch(s, 5) for s in range(2)])
+    assert sorted(first.tolist()) == list(range(10))  # one epoch = a permutation
+    assert torch.equal(o1.global_batch(7, 4), o2.global_batch(7, 4))
+
+
+class _ZeroNet(torch.nn.Module):
+    def forward(self, x, k):
+        return torch.zeros_like(x)
+
+
+def test_sample_i_independent_of_batch_size(tiny_dict):
+    from genproc.data import build_dataset
+    from genproc.processes import build_process
+
+    r = recipe_from_dict(tiny_dict)
+    data, proc = build_dataset(r.data), build_process(r.process)
+    a = generate(proc, _ZeroNet(), 6, data=data, seed=5, batch_size=6, capture_every=-1)
+    b = generate(proc, _ZeroNet(), 6, data=data, seed=5, batch_size=4, capture_every=-1)
+    assert torch.equal(a.images, b.images)
+    c = generate(proc, _ZeroNet(), 6, data=data, seed=6, batch_size=6, capture_every=-1)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_same_init_and_share_noise(tiny_dict):
+    from genproc.data import build_dataset
+    from genproc.processes import build_process
+
+    r = recipe_from_dict(tiny_dict)
+    data, proc = build_dataset(r.data), build_process(r.process)
+    both = generate(proc, _ZeroNet(), 3, data=data, seed=1, same_init=True, share_noise=True, capture_every=1)
+    assert torch.equal(both.images[0], both.images[2])
+    init = generate(proc, _ZeroNet(), 3, data=data, seed=1, same_init=True, capture_every=1)
+    assert torch.equal(init.trajectory[0, 0], init.trajectory[0, 1])  # same prior state
+    assert not torch.equal(init.images[0], init.images[1])  # different noise
+    assert init.trajectory.shape[0] == r.process.K + 1 and init.levels[0] == r.process.K and init.levels[-1] == 0
