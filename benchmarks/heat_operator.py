@@ -146,7 +146,7 @@ def run_table(repeats: int, warmup: int, device: torch.device) -> None:
             rows.append(("x".join(map(str, shape)), name, ms[name], shape[0] / ms[name] * 1e3, err))
         speedups.append(("x".join(map(str, shape)), ms["torch-dct approach"] / ms["genproc auto"]))
 
-    print(f"| shape (N×C×H×W) | method | ms/call | images/s | max abs err vs scipy f64 |")
+    print("| shape (N×C×H×W) | method | ms/call | images/s | max abs err vs scipy f64 |")
     print("|---|---|---:|---:|---:|")
     for shape, name, m, ips, err in rows:
         print(f"| {shape} | {name} | {m:.3f} | {ips:,.0f} | {err:.1e} |")

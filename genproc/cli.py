@@ -20,7 +20,10 @@ app = typer.Typer(
 
 
 def _fail(e: Exception) -> None:
-    typer.echo(f"error: {e}", err=True)
+    msg = str(e).strip()
+    if "\n" in msg:  # re-raised from a DataLoader worker: keep the original one-line message
+        msg = msg.splitlines()[-1].removeprefix("genproc.errors.GenprocError: ")
+    typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 
 

@@ -106,7 +106,8 @@ def test_sigterm_saves_checkpoint_and_resumes(tmp_path, tiny_recipe_file):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "genproc.cli", "train", str(tiny_recipe_file), "--run-dir", str(run), "--no-progress",
            "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=100000"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.2)
@@ -119,7 +120,6 @@ def test_sigterm_saves_checkpoint_and_resumes(tmp_path, tiny_recipe_file):
 
     step = int(resolve_checkpoint(run).name.split("_")[1])
     assert step >= 2
-    env = dict(os.environ)
     r = subprocess.run(cmd[:-4] + ["--max-steps", str(step + 2)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming {run} from step {step}" in r.stdout

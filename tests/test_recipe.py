@@ -44,8 +44,12 @@ def test_paper_values():
 
 
 def test_unknown_key_names_nearest(tiny_dict):
-    tiny_dict["train"]["learning_rate"] = 1.0
-    with pytest.raises(GenprocError, match=r"unknown recipe key 'train.learning_rate'.*'train.lr'"):
+    tiny_dict["train"]["batchsize"] = 1
+    with pytest.raises(GenprocError, match=r"unknown recipe key 'train.batchsize'; did you mean 'train.batch_size'"):
+        recipe_from_dict(tiny_dict)
+    del tiny_dict["train"]["batchsize"]
+    tiny_dict["train"]["learning_rate"] = 1.0  # nothing close: list the valid keys
+    with pytest.raises(GenprocError, match=r"unknown recipe key 'train.learning_rate'; valid keys: .*\blr\b"):
         recipe_from_dict(tiny_dict)
     del tiny_dict["train"]["learning_rate"]
     tiny_dict["process"]["sigma_blur_mx"] = 3

@@ -86,7 +86,6 @@ def test_attention_runs_at_the_configured_resolutions(size, ch, mult, attn, resa
     assert {r for p, r in seen if p == "up"} == set(attn)
 
 
-@pytest.mark.xfail(strict=True, reason="genproc/nets/unet.py: up path tracks res *= 2, so 7 -> 4 -> 8 misses attention at 7")
 def test_attention_in_up_path_after_odd_downsampling():
     """28 -> 14 -> 7 -> 4: the up path must use attention at 7 too, not at a phantom 8."""
     net = _net(28, 8, (1, 2, 2, 2), (7,), "avgpool", 1)

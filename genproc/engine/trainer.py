@@ -117,6 +117,7 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
             recipe_dict["data"]["root"] = data_root
         data = build_dataset(recipe.data, "train", data_root)
         process = build_process(recipe.process)
+        torch.manual_seed(recipe.seed)  # same initial weights on every rank and every fresh run
         net = build_net(recipe.net, recipe.data.channels, recipe.data.image_size).to(device)
         ema = ModelEmaV3(net, decay=tc.ema)
         opt = torch.optim.Adam(net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps)

@@ -124,7 +124,9 @@ class UNet(nn.Module):
         self.inp = nn.Conv2d(image_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skips, res, cur = [ch], image_size, ch
+        level_res = []  # feature-map size at each level (odd sizes round up when pooled)
         for level, mult in enumerate(cfg.channel_mult):
+            level_res.append(res)
             for _ in range(cfg.num_res_blocks):
                 blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, g)])
                 cur = ch * mult
@@ -139,6 +141,7 @@ class UNet(nn.Module):
         self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, g), AttnBlock(cur, g), ResBlock(cur, cur, emb_dim, cfg.dropout, g)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            res = level_res[level]
             for _ in range(cfg.num_res_blocks + 1):
                 blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, g)])
                 cur = ch * mult
@@ -147,7 +150,6 @@ class UNet(nn.Module):
                 self.up.append(blocks)
             if level > 0:
                 self.up.append(nn.ModuleList([Up(cur, cfg.resample)]))
-                res = res * 2
         self.out = nn.Sequential(nn.GroupNorm(_groups(cur, g), cur), nn.SiLU(), _zero(nn.Conv2d(cur, image_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

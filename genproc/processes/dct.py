@@ -19,7 +19,7 @@ from functools import lru_cache
 import torch
 
 # Above this side length the FFT path is used by "auto" (see benchmarks/README.md).
-MATMUL_MAX_SIDE = 128
+MATMUL_MAX_SIDE = 256
 
 
 @lru_cache(maxsize=32)

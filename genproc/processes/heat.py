@@ -69,7 +69,8 @@ class HeatProcess:
     # -- forward process
     def blur(self, x: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
         """F(t_k) x for a level k (int) or per-sample levels k: (N,) int64."""
-        t = self.t[k] if isinstance(k, int) else self.t[k.cpu()].to(x.device)
+        k = torch.as_tensor(k)
+        t = self.t[int(k)] if k.ndim == 0 else self.t[k.cpu()].to(x.device)
         return heat_forward(x, t, self.cfg.dct)
 
     def sample_levels(self, n: int, generator: torch.Generator) -> torch.Tensor:
