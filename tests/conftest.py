@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-# Tiny nets run fastest on one thread (and do not fight a training job for the cores).
+# Tiny nets run fastest on one thread; with other jobs on the cores torch's thread pool waits on
+# busy cores (measured: 2 s instead of 0.02 s for one tiny U-Net forward).
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]

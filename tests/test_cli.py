@@ -123,3 +123,32 @@ def test_sigterm_saves_checkpoint_and_resumes(tmp_path, tiny_recipe_file):
     r = subprocess.run(cmd[:-4] + ["--max-steps", str(step + 2)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming {run} from step {step}" in r.stdout
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, tiny_recipe_file):
+    """Acceptance: SIGKILL mid-run, re-run the same command -> resumes; final fp32 weights equal an uninterrupted run's."""
+    import torch
+    from safetensors.torch import load_file
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "genproc.cli", "train", str(tiny_recipe_file), "--no-progress", "--max-steps", "40",
+            "--set", "train.checkpoint_every=5", "--set", "train.keep_checkpoints=2"]
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    p = subprocess.Popen(base + ["--run-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "step_00000010").exists():
+        time.sleep(0.05)
+    p.kill()  # SIGKILL: no handler runs
+    p.wait()
+    from genproc.engine.checkpoint import resolve_checkpoint
+
+    step = int(resolve_checkpoint(killed).name.split("_")[1])
+    assert 10 <= step < 40, step
+    r = subprocess.run(base + ["--run-dir", str(killed)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(base + ["--run-dir", str(clean)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for which in ("model", "ema"):
+        a = load_file(str(killed / "checkpoints" / "step_00000040" / f"{which}.safetensors"))
+        b = load_file(str(clean / "checkpoints" / "step_00000040" / f"{which}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), which

@@ -22,14 +22,6 @@ from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalu
 from genproc.processes.heat import HeatConfig, HeatProcess, blur_schedule
 from genproc.processes.rng import SampleRNG
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these ops are tiny, and with other jobs on the CPUs torch's
-    thread pool waits on busy cores (measured: 2 s vs 0.02 s for one tiny U-Net forward)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 METHODS = ["matmul", "fft"]  # "auto" only dispatches to one of them: see test_auto_dispatch

@@ -16,14 +16,6 @@ from genproc.errors import GenprocError
 from genproc.nets import build_net, count_parameters
 from genproc.nets.unet import AttnBlock, ResBlock, UNet, UNetConfig, level_embedding
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these ops are tiny, and with other jobs on the CPUs torch's
-    thread pool waits on busy cores (measured: 2 s vs 0.02 s for one tiny U-Net forward)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # (image size, channels, channel_mult, attn_resolutions, resample, image channels)
