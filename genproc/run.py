@@ -43,6 +43,7 @@ class LoadedRun:
     def sample(self, n: int = 64, **kwargs: Any) -> SampleResult:
         """Draw n samples; keyword arguments as :func:`genproc.engine.generate` (seed, delta, ...)."""
         kwargs.setdefault("precision", self.recipe.train.precision)
+        kwargs.setdefault("shape", (self.recipe.data.channels, self.recipe.data.image_size, self.recipe.data.image_size))
         data = self.data if getattr(self.process, "needs_data_for_prior", False) else None
         return generate(self.process, self.net, n, data=data, device=self.device, **kwargs)
 

@@ -57,13 +57,17 @@ def generate(
     precision: str = "fp32",
     progress: bool = False,
     start_index: int = 0,
+    shape: tuple[int, ...] | None = None,
 ) -> SampleResult:
     """Draw ``n`` samples. ``net(x, k)`` is called with x (B, C, H, W) and k (B,) int64.
 
     same_init: every sample starts from sample 0's prior state; share_noise: every sample
     uses sample 0's step noise. capture_every = m keeps every m-th state (0: ~20 frames,
-    negative: none). ``data`` is the training set, for processes whose prior needs it.
+    negative: none). ``data`` is the training set, for processes whose prior needs it; ``shape``
+    (C, H, W) defaults to the data's.
     """
+    if shape is None and data is not None:
+        shape = tuple(data[0].shape)
     device = torch.device(device)
     levels = process.sampling_levels()
     m = auto_capture_every(len(levels)) if capture_every == 0 else capture_every
@@ -73,8 +77,7 @@ def generate(
         idx = list(range(start_index + b0, start_index + min(n, b0 + batch_size)))
         init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
         noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
-        x = process.prior(data, init, delta).to(device)  # (B, C, H, W)
-        shape = tuple(x.shape[1:])
+        x = process.prior(data, init, delta, shape).to(device)  # (B, C, H, W)
         frames, frame_levels = [], []
         if m > 0:
             frames.append(process.to_image(x).cpu())
@@ -83,7 +86,8 @@ def generate(
             kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
             with autocast(device, precision):
                 out = net(x, kk)
-            x = process.reverse_step(x, out.float(), k, noise.randn(shape), delta)
+            k_next = levels[j + 1] if j + 1 < len(levels) else 0
+            x = process.reverse_step(x, out.float(), k, noise.randn(tuple(x.shape[1:])), delta, k_next)
             if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
                 frames.append(process.to_image(x).cpu())
                 frame_levels.append(levels[j + 1] if j + 1 < len(levels) else 0)

@@ -93,10 +93,11 @@ class HeatProcess:
         return torch.mean((net_out.float() - target) ** 2)
 
     # -- generative process
-    def prior(self, data, rng: SampleRNG, delta: float | None = None) -> torch.Tensor:
+    def prior(self, data, rng: SampleRNG, delta: float | None = None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Sec. 3.2: a sample of the KDE prior, F(t_K) x_train[i] + delta eps, one per rng stream.
 
-        data: an ImageDataset (get_batch(idx) -> (B, C, H, W) in [0, 1]). Returns (B, C, H, W).
+        data: an ImageDataset (get_batch(idx) -> (B, C, H, W) in [0, 1]); ``shape`` is implied by it.
+        Returns (B, C, H, W).
         """
         if data is None or len(data) == 0:
             raise GenprocError("the heat prior needs the training images (a KDE of blurred data); none were given")
@@ -109,7 +110,8 @@ class HeatProcess:
         """Alg. 2: k = K, K-1, ..., 1."""
         return list(range(self.num_steps, 0, -1))
 
-    def reverse_step(self, u: torch.Tensor, net_out: torch.Tensor, k: int, noise: torch.Tensor, delta: float | None = None) -> torch.Tensor:
+    def reverse_step(self, u: torch.Tensor, net_out: torch.Tensor, k: int, noise: torch.Tensor, delta: float | None = None,
+                     k_next: int | None = None) -> torch.Tensor:
         """Alg. 2: u <- mu(u, k) + delta eps = u + f(u, k) + delta eps; no noise at k = 1 (App. B.1)."""
         delta = self.cfg.delta if delta is None else delta
         mu = u + net_out.float()

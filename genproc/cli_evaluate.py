@@ -1,0 +1,45 @@
+"""``genproc evaluate RUN_DIR --metrics fid,kid,nll``; registered in cli.py as
+``app.command("evaluate")(evaluate_command)``. Thin: parse, validate, call :func:`genproc.metrics.evaluate`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genproc.errors import GenprocError
+
+
+def evaluate_command(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'genproc train'."),
+    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma-separated: fid, kid, prc (precision/recall), nll."),
+    n: int = typer.Option(10000, "--n", help="Generated samples (fid/kid/prc); test images (nll)."),
+    split: str = typer.Option("test", "--split", help="Reference split for fid/kid/prc and the images nll is measured on."),
+    n_ref: Optional[int] = typer.Option(None, "--n-ref", help="Use only the first N reference images (default: the whole split)."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="Sampling noise std; for nll the std of p(u_{k-1}|u_k) and of the KDE prior (default: the recipe's)."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", envvar="GENPROC_INCEPTION_WEIGHTS",
+                                                     help="InceptionV3 weights file for torch-fidelity (offline); env GENPROC_INCEPTION_WEIGHTS."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for samples, dequantisation and ELBO noise."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache (default: $GENPROC_CACHE/fidelity or ~/.cache/genproc/fidelity)."),
+) -> None:
+    """Evaluate a trained run: FID/KID (torch-fidelity) and NLL in bits/dim; prints a table, writes <run_dir>/eval/*.json."""
+    try:
+        from genproc.metrics import evaluate, format_table
+
+        def log(msg: str) -> None:
+            typer.echo(msg, err=True)
+
+        records = evaluate(run_dir, metrics, n=n, split=split, n_ref=n_ref, delta=delta, seed=seed, batch_size=batch_size,
+                           checkpoint=checkpoint, data_root=data_root, inception_weights=inception_weights,
+                           cache_dir=cache_dir, progress=sys.stderr.isatty(), log=log)
+    except GenprocError as e:
+        typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(format_table(records))
+    for r in records:
+        typer.echo(f"wrote {r['json']}")

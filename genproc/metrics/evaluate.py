@@ -1,0 +1,139 @@
+"""``evaluate(run_dir, "fid,kid,nll")``: metrics of a trained run, each saved as JSON in ``<run_dir>/eval/``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from torch_fidelity import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
+
+from genproc import __version__
+from genproc.errors import GenprocError
+from genproc.metrics.fidelity import FIDELITY_METRICS, fidelity_metrics, reference_key
+from genproc.metrics.images import ReferenceImages, SampleStream
+from genproc.metrics.inception import INCEPTION, resolve_weights
+from genproc.metrics.nll import evaluate_nll
+
+METRICS = (*FIDELITY_METRICS, "nll")
+
+
+def parse_metrics(spec: str | Iterable[str]) -> list[str]:
+    """'fid,kid' -> ['fid', 'kid'] (order kept, duplicates dropped); unknown names are an error."""
+    names = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise GenprocError(f"unknown metric {', '.join(repr(b) for b in bad) or '(none given)'} in --metrics "
+                           f"(known: {', '.join(METRICS)})")
+    return list(dict.fromkeys(names))
+
+
+def _check_args(n: int, batch_size: int, n_ref: int | None, delta: float | None) -> None:
+    if n < 1:
+        raise GenprocError(f"--n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
+    if n_ref is not None and n_ref < 1:
+        raise GenprocError(f"--n-ref must be >= 1, got {n_ref}")
+    if delta is not None and delta < 0:
+        raise GenprocError(f"--delta must be >= 0, got {delta}")
+
+
+def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, delta: float | None,
+                      seed: int, batch_size: int, weights: Any, cache_dir: Any, progress: bool,
+                      log: Callable[[str], Any]) -> list[dict[str, Any]]:
+    gen = SampleStream(run, n, seed=seed, delta=delta, batch_size=batch_size, progress=progress)
+    refs = ReferenceImages(ref, n_ref)
+    key = reference_key(ref, len(refs), weights)
+    log(f"{'/'.join(sorted(metrics))}: {n} samples vs {ref.name} {ref.split} ({len(refs)} images), {weights.extractor}")
+    t0 = time.time()
+    out = fidelity_metrics(gen, refs, metrics, weights=weights, reference_name=key, cache_root=cache_dir,
+                           batch_size=batch_size, seed=seed, cuda=run.device.type == "cuda", log=log)
+    extra = {"extractor": weights.extractor, "weights_sha256": weights.sha256, "weights_path": weights.path,
+             "reference": {"dataset": ref.name, "split": ref.split, "size": len(refs), "root": ref.root,
+                           "cache_name": key, "cached": out["reference_cached"]},
+             "n_samples": n, "wall_time_s": time.time() - t0, "wall_time_covers": sorted(metrics)}
+    recs = []
+    if "fid" in metrics:
+        recs.append({"metric": "fid", "value": out[KEY_METRIC_FID], **extra})
+    if "kid" in metrics:
+        recs.append({"metric": "kid", "value": out[KEY_METRIC_KID_MEAN], "std": out[KEY_METRIC_KID_STD],
+                     "kid_subset_size": out["kid_subset_size"], **extra})
+    if "prc" in metrics:
+        for m in ("precision", "recall"):
+            recs.append({"metric": m, "value": out[m], "f_score": out["f_score"], "neighbourhood_k": 3, **extra})
+    return recs
+
+
+def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, batch_size: int,
+                progress: bool, log: Callable[[str], Any]) -> dict[str, Any]:
+    log(f"nll: {min(n, len(data))} {data.name} {data.split} images, {run.process.num_steps} levels each")
+    t0 = time.time()
+    res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, delta=delta, progress=progress)
+    return {"metric": "nll", "value": res.pop("bits_per_dim"), "unit": "bits/dim",
+            "bound": "upper bound on the NLL (negative ELBO) of 8-bit data, uniform dequantisation",
+            "n_samples": res["n_images"], "reference": {"dataset": data.name, "split": data.split, "size": len(data),
+                                                         "root": data.root},
+            "extractor": None, "weights_sha256": None, **res, "wall_time_s": time.time() - t0}
+
+
+def evaluate(run_dir: str | Path, metrics: str | Iterable[str] = "fid,kid", *, n: int = 10000, split: str = "test",
+             n_ref: int | None = None, delta: float | None = None, seed: int = 0, batch_size: int = 64,
+             checkpoint: str | None = None, data_root: str | None = None, inception_weights: str | Path | None = None,
+             extractor: str = INCEPTION, cache_dir: str | Path | None = None, progress: bool = False,
+             log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+    """Evaluate a run; returns one record per metric, each also written to ``<run_dir>/eval/<name>.json``.
+
+    fid / kid / prc: ``n`` samples vs the ``split`` images (first ``n_ref``; default all) via
+    torch-fidelity. nll: bits/dim upper bound on the first ``n`` ``split`` images.
+    """
+    from genproc.data import build_dataset
+    from genproc.run import load
+
+    names = parse_metrics(metrics)
+    _check_args(n, batch_size, n_ref, delta)
+    run = load(run_dir, checkpoint, data_root)
+    fid_set = {m for m in names if m in FIDELITY_METRICS}
+    weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
+    data = build_dataset(run.recipe.data, split, data_root)
+    delta_used = getattr(run.process.cfg, "delta", None) if delta is None else delta
+    records = []
+    if fid_set:
+        records += _fidelity_records(run, data, fid_set, n, n_ref, delta, seed, batch_size, weights, cache_dir,
+                                     progress, log)
+    if "nll" in names:
+        records.append(_nll_record(run, data, n, delta, seed, batch_size, progress, log))
+    out_dir = Path(run_dir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dtag = "default" if delta_used is None else f"{delta_used:g}"
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for r in records:
+        r.update(delta=delta_used, seed=seed, checkpoint_step=run.step, checkpoint=str(run.checkpoint),
+                 genproc_version=__version__, created=now, run_dir=str(run_dir))
+        path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}-delta{dtag}.json"
+        path.write_text(json.dumps(r, indent=1, sort_keys=False))
+        r["json"] = str(path)
+    return records
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """A small text table of the records, plus the NLL breakdown when present."""
+    lines = [f"{'metric':<10} {'value':>12} {'n':>7}  reference"]
+    for r in records:
+        val = f"{r['value']:.4f}" + (f" ± {r['std']:.4f}" if "std" in r else "")
+        ref = r["reference"]
+        lines.append(f"{r['metric']:<10} {val:>12} {r['n_samples']:>7}  {ref['dataset']} {ref['split']} ({ref['size']})"
+                     + ("  [reference cached]" if ref.get("cached") else ""))
+    for r in records:
+        if r["metric"] == "nll":
+            lines.append(f"nll: {r['bound']}; {r['dequantization']}")
+            lines.append(f"  {'term (per image)':<48} {'nats':>12} {'bits/dim':>9}")
+            for k, v in r["terms_nats"].items():
+                lines.append(f"  {r['term_labels'].get(k, k):<48} {v:>12.2f} {r['terms_bits_per_dim'][k]:>9.4f}")
+            lines.append(f"  {'dequantisation, log 256 per dim':<48} {'':>12} {r['dequantization_bits_per_dim']:>9.4f}")
+            lines.append(f"  {'total (± std. error)':<48} {r['nats_per_image']:>12.2f} {r['value']:>9.4f}"
+                         f" ± {r['std_error_bits_per_dim']:.4f}")
+    return "\n".join(lines)

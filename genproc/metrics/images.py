@@ -1,0 +1,69 @@
+"""torch Datasets that feed torch-fidelity: uint8 (3, H, W) images, generated or real.
+
+torch-fidelity's extractors take uint8 RGB at any size and resize themselves (Inception:
+TF1-style bilinear to 299x299), so here images are only quantised and grayscale is
+repeated to three channels. Generated samples are streamed: the sampler runs one batch
+at a time as the DataLoader asks for it (sequentially, ``num_workers=0``), never holding
+all ``n`` samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+
+def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) float in [0, 1], C in {1, 3} -> (..., 3, H, W) uint8 (round to nearest)."""
+    x = torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous() if x.shape[-3] == 1 else x
+
+
+class SampleStream(Dataset):
+    """``n`` samples of a loaded run as uint8 (3, H, W), generated ``batch_size`` at a time.
+
+    Sample i depends only on (seed, i) (per-sample RNG), so any access order gives the same
+    images; sequential access generates each batch exactly once.
+    """
+
+    def __init__(self, run: Any, n: int, *, seed: int = 0, delta: float | None = None, batch_size: int = 64,
+                 progress: bool = False):
+        self.run, self.n, self.seed, self.delta, self.batch_size = run, n, seed, delta, batch_size
+        self._start, self._images = -1, torch.empty(0)
+        self._bar = tqdm(total=n, desc="sampling", unit="img", disable=not progress, leave=False)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        start = (i // self.batch_size) * self.batch_size
+        if start != self._start:
+            count = min(self.batch_size, self.n - start)
+            res = self.run.sample(count, seed=self.seed, delta=self.delta, batch_size=count, capture_every=-1,
+                                  start_index=start)
+            self._start, self._images = start, to_uint8_rgb(res.images)  # (count, 3, H, W)
+            self._bar.update(count)
+        return self._images[i - start]
+
+
+class ReferenceImages(Dataset):
+    """The first ``n`` images of an ImageDataset as uint8 (3, H, W); ``reads`` counts accesses."""
+
+    def __init__(self, data: Any, n: int | None = None):
+        self.data = data
+        self.n = len(data) if n is None else min(n, len(data))
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        self.reads += 1
+        return to_uint8_rgb(self.data[i])

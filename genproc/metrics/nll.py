@@ -1,0 +1,105 @@
+"""Negative log-likelihood upper bounds in bits/dim, for any process with an ELBO.
+
+Plugging in a process: register a factory ``NLL_TERMS[ProcessClass] = Factory`` where
+``Factory(process, train_data, device)`` returns a callable ``(net, x0, rng, delta) -> dict``
+of additive per-image terms, each (B,) float64 nats (their sum bounds -log p(x0)); the
+factory may carry ``labels: dict[str, str]`` for the report. A process may instead expose
+``nll_terms(net, x0, rng, delta=..., data=...)`` itself (processes never import nets: the
+network arrives as a plain callable). Heat (IHDM) lives in :mod:`genproc.metrics.heat_elbo`.
+
+Discrete data and units. Images are 8-bit: v = round(255 x) in {0..255}^N. With uniform
+dequantisation y = v + U, U ~ U[0,1)^N, Jensen gives -log P(v) <= E_U[-log p_y(v + U)].
+The model's density lives on x = y / 256 in [0,1)^N, so p_y(y) = p_x(y/256) 256^-N and
+
+    -log P(v) <= E_U[-log p_x((v + U)/256)] + N log 256 <= E_U[negative ELBO] + N log 256,
+    bits/dim  = (nats / N + log 256) / log 2,
+
+where nats is the per-image negative ELBO on x and N = C H W. A perfect uniform density on
+[0,1)^N (nats = 0) scores exactly 8 bits/dim.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from genproc.errors import GenprocError
+from genproc.metrics.heat_elbo import HeatELBO
+from genproc.processes.heat import HeatProcess
+from genproc.processes.rng import SampleRNG
+
+NLL_TERMS: dict[type, Callable[..., Any]] = {HeatProcess: HeatELBO}
+DEQUANT_STREAM, ELBO_STREAM = 11, 12  # SampleRNG streams: image i's noise depends only on (seed, i)
+LOG256 = math.log(256.0)
+DEQUANTIZATION = "x = (round(255 x_data) + U) / 256, U ~ U[0,1)^N; bits/dim = (nats/N + log 256)/log 2"
+
+
+def bits_per_dim(nats: float | torch.Tensor, dims: int) -> float | torch.Tensor:
+    """Per-image nats of a density on [0,1)^N -> bits/dim of the 8-bit data (log 256: the Jacobian of y = 256 x)."""
+    return (nats / dims + LOG256) / math.log(2.0)
+
+
+def dequantize(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """x: (B, C, H, W) in [0, 1] (8-bit values v/255), u: same shape in [0, 1) -> (round(255 x) + u) / 256 in [0, 1)."""
+    return (torch.round(x * 255.0).clamp(0, 255) + u) / 256.0
+
+
+def uniform(rng: SampleRNG, shape: tuple[int, ...]) -> torch.Tensor:
+    """(B, *shape) uniform in [0, 1), row i from sample i's own generator."""
+    return torch.stack([torch.rand(shape, generator=g) for g in rng.gens]).to(rng.device)
+
+
+def nll_terms_for(process: Any, train_data: Any, device: torch.device) -> Callable[..., dict[str, torch.Tensor]]:
+    """The per-image ELBO terms of ``process`` (registry first, then a ``process.nll_terms`` method)."""
+    for cls in type(process).__mro__:
+        if cls in NLL_TERMS:
+            return NLL_TERMS[cls](process, train_data, device)
+    if callable(getattr(process, "nll_terms", None)):
+        return lambda net, x0, rng, delta: process.nll_terms(net, x0, rng, delta=delta, data=train_data)
+    raise GenprocError(f"no likelihood (ELBO) is implemented for process {type(process).__name__}; metric 'nll' is unavailable")
+
+
+@torch.no_grad()
+def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int = 64, delta: float | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Upper bound on the NLL of the first ``n`` images of ``data`` under a loaded run (``genproc.load``).
+
+    data: an ImageDataset (the evaluation split). Returns total and per-term means in nats
+    and bits/dim, the standard error of the total, and the number of images used.
+    """
+    from tqdm.auto import tqdm
+
+    terms_fn = nll_terms_for(run.process, run.data, run.device)
+    n = min(n, len(data))
+    dims = data[0].numel()
+    sums: dict[str, float] = {}
+    tot_sum = tot_sq = 0.0
+    for b0 in tqdm(range(0, n, batch_size), desc="nll", disable=not progress, leave=False):
+        idx = list(range(b0, min(n, b0 + batch_size)))
+        x = data.get_batch(torch.tensor(idx)).to(run.device)  # (B, C, H, W) in [0, 1]
+        x = dequantize(x, uniform(SampleRNG(seed, idx, DEQUANT_STREAM, run.device), tuple(x.shape[1:])))
+        terms = terms_fn(run.net, x, SampleRNG(seed, idx, ELBO_STREAM, run.device), delta)
+        total = sum(terms.values())  # (B,) nats
+        for key, v in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(v.sum())
+        tot_sum += float(total.sum())
+        tot_sq += float((total**2).sum())
+    mean = tot_sum / n
+    std_err = math.sqrt(max(tot_sq / n - mean**2, 0.0) / max(n - 1, 1))
+    nats = {k: s / n for k, s in sums.items()}
+    return {
+        "bits_per_dim": bits_per_dim(mean, dims),
+        "std_error_bits_per_dim": std_err / (dims * math.log(2.0)),
+        "nats_per_image": mean,
+        "terms_nats": nats,
+        "terms_bits_per_dim": {k: v / (dims * math.log(2.0)) for k, v in nats.items()},
+        "dequantization_bits_per_dim": LOG256 / math.log(2.0),
+        "term_labels": dict(getattr(terms_fn, "labels", {})),
+        "dims": dims,
+        "n_images": n,
+        "prior_size": len(run.data) if getattr(run.process, "needs_data_for_prior", False) else None,
+        "dequantization": DEQUANTIZATION,
+    }
