@@ -66,6 +66,18 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
 
+    def validate(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise GenprocError(f"recipe field 'train.precision': expected fp32|bf16|fp16, got {self.precision!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise GenprocError(f"recipe field 'train.device': expected auto|cpu|cuda|cuda:N, got {self.device!r}")
+        for name in ("batch_size", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < (0 if name == "max_steps" else 1):
+                raise GenprocError(f"recipe field 'train.{name}': expected a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.ema < 1 or self.grad_clip <= 0:
+            raise GenprocError(f"recipe fields 'train.lr' > 0, 0 <= 'train.ema' < 1, 'train.grad_clip' > 0 expected, "
+                               f"got {self.lr}, {self.ema}, {self.grad_clip}")
+
 
 @dataclass
 class SampleConfig:
@@ -74,6 +86,10 @@ class SampleConfig:
     n: int = 64  # samples in a grid
     batch_size: int = 64
     capture_every: int = 0  # keep every m-th state of the trajectory for the GIF (0 = auto, ~20 frames)
+
+    def validate(self) -> None:
+        if self.n < 1 or self.batch_size < 1:
+            raise GenprocError(f"recipe fields 'sample.n' and 'sample.batch_size' must be >= 1, got {self.n}, {self.batch_size}")
 
 
 @dataclass

@@ -85,3 +85,9 @@ def test_roundtrip(tiny_dict):
 def test_missing_file():
     with pytest.raises(GenprocError, match="recipe file not found"):
         load_recipe("no/such/recipe.yaml")
+
+
+def test_bad_values_name_the_field(tiny_dict):
+    tiny_dict["train"]["precision"] = "fp8"
+    with pytest.raises(GenprocError, match=r"'train.precision': expected fp32\|bf16\|fp16"):
+        recipe_from_dict(tiny_dict)

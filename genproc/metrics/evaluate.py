@@ -121,11 +121,11 @@ def evaluate(run_dir: str | Path, metrics: str | Iterable[str] = "fid,kid", *, n
 
 def format_table(records: list[dict[str, Any]]) -> str:
     """A small text table of the records, plus the NLL breakdown when present."""
-    lines = [f"{'metric':<10} {'value':>12} {'n':>7}  reference"]
+    lines = [f"{'metric':<10} {'value':>22} {'n':>7}  reference"]
     for r in records:
         val = f"{r['value']:.4f}" + (f" ± {r['std']:.4f}" if "std" in r else "")
         ref = r["reference"]
-        lines.append(f"{r['metric']:<10} {val:>12} {r['n_samples']:>7}  {ref['dataset']} {ref['split']} ({ref['size']})"
+        lines.append(f"{r['metric']:<10} {val:>22} {r['n_samples']:>7}  {ref['dataset']} {ref['split']} ({ref['size']})"
                      + ("  [reference cached]" if ref.get("cached") else ""))
     for r in records:
         if r["metric"] == "nll":

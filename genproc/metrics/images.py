@@ -48,6 +48,8 @@ class SampleStream(Dataset):
                                   start_index=start)
             self._start, self._images = start, to_uint8_rgb(res.images)  # (count, 3, H, W)
             self._bar.update(count)
+            if start + count == self.n:
+                self._bar.close()
         return self._images[i - start]
 
 

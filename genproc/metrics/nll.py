@@ -5,7 +5,9 @@ Plugging in a process: register a factory ``NLL_TERMS[ProcessClass] = Factory`` 
 of additive per-image terms, each (B,) float64 nats (their sum bounds -log p(x0)); the
 factory may carry ``labels: dict[str, str]`` for the report. A process may instead expose
 ``nll_terms(net, x0, rng, delta=..., data=...)`` itself (processes never import nets: the
-network arrives as a plain callable). Heat (IHDM) lives in :mod:`genproc.metrics.heat_elbo`.
+network arrives as a plain callable). Heat (IHDM) lives in :mod:`genproc.metrics.heat_elbo`;
+the lookup follows the class hierarchy, so the Gaussian-blur variant (a HeatProcess with
+another linear F) uses the same ELBO.
 
 Discrete data and units. Images are 8-bit: v = round(255 x) in {0..255}^N. With uniform
 dequantisation y = v + U, U ~ U[0,1)^N, Jensen gives -log P(v) <= E_U[-log p_y(v + U)].
