@@ -74,7 +74,7 @@ def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, bat
     t0 = time.time()
     res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, delta=delta, progress=progress)
     return {"metric": "nll", "value": res.pop("bits_per_dim"), "unit": "bits/dim",
-            "bound": "upper bound on the NLL (negative ELBO) of 8-bit data, uniform dequantisation",
+            "bound": "upper bound on the NLL (negative ELBO) of 8-bit data; " + res["convention_detail"],
             "n_samples": res["n_images"], "reference": {"dataset": data.name, "split": data.split, "size": len(data),
                                                          "root": data.root},
             "extractor": None, "weights_sha256": None, **res, "wall_time_s": time.time() - t0}
@@ -129,7 +129,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
                      + ("  [reference cached]" if ref.get("cached") else ""))
     for r in records:
         if r["metric"] == "nll":
-            lines.append(f"nll: {r['bound']}; {r['dequantization']}")
+            lines.append(f"nll: {r['bound']}")
             lines.append(f"  {'term (per image)':<48} {'nats':>12} {'bits/dim':>9}")
             for k, v in r["terms_nats"].items():
                 lines.append(f"  {r['term_labels'].get(k, k):<48} {v:>12.2f} {r['terms_bits_per_dim'][k]:>9.4f}")

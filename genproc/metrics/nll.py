@@ -29,11 +29,13 @@ from typing import Any
 import torch
 
 from genproc.errors import GenprocError
+from genproc.metrics.ddpm_elbo import DDPMELBO
 from genproc.metrics.heat_elbo import HeatELBO
+from genproc.processes.ddpm import DDPMProcess
 from genproc.processes.heat import HeatProcess
 from genproc.processes.rng import SampleRNG
 
-NLL_TERMS: dict[type, Callable[..., Any]] = {HeatProcess: HeatELBO}
+NLL_TERMS: dict[type, Callable[..., Any]] = {HeatProcess: HeatELBO, DDPMProcess: DDPMELBO}
 DEQUANT_STREAM, ELBO_STREAM = 11, 12  # SampleRNG streams: image i's noise depends only on (seed, i)
 LOG256 = math.log(256.0)
 DEQUANTIZATION = "x = (round(255 x_data) + U) / 256, U ~ U[0,1)^N; bits/dim = (nats/N + log 256)/log 2"
@@ -104,4 +106,6 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
         "n_images": n,
         "prior_size": len(run.data) if getattr(run.process, "needs_data_for_prior", False) else None,
         "dequantization": DEQUANTIZATION,
+        "convention": getattr(terms_fn, "convention", "dequantised"),
+        "convention_detail": getattr(terms_fn, "convention_detail", "uniform dequantisation, " + DEQUANTIZATION),
     }

@@ -1,0 +1,249 @@
+"""``genproc compare ihdm ddpm``: forward processes head to head on one engine, data set and budget.
+
+Each process trains from ``<recipes>/<process>_<dataset>_small.yaml`` for the same number of steps
+into ``<out>/runs/<process>`` (rerunning resumes), or given ``runs`` are used; each is then evaluated
+with the same metrics, seed and counts (:func:`genproc.metrics.evaluate`) and measured. Data-driven:
+a measure adds keys to a row (``MEASURES``), a column formats them (``COLUMNS``), a figure writes
+files (``FIGURES``); later analyses append to these lists. E.g.
+``compare(["ihdm", "ddpm"], "mnist", budget=2400, n=1000, metrics="fid,kid,nll")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genproc import GenprocError, __version__
+
+PROCESS_NAMES: dict[str, str] = {"ihdm": "heat", "ddpm": "ddpm", "blur": "blur"}  # compare name -> process registry name
+ALIASES: dict[str, str] = {"heat": "ihdm"}
+REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # default --recipes-dir (else ./recipes)
+
+
+def canonical_names(names: Sequence[str]) -> list[str]:
+    """Lower-cased, aliases resolved; an unknown (nearest valid name given) or repeated name is an error."""
+    out: list[str] = []
+    for raw in names:
+        name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
+        if name not in PROCESS_NAMES:
+            near = difflib.get_close_matches(name, [*PROCESS_NAMES, *ALIASES], n=1)
+            raise GenprocError(f"unknown process '{raw}'{f'; did you mean {near[0]!r}?' if near else ''} "
+                               f"(known: {', '.join(PROCESS_NAMES)})")
+        if name in out:
+            raise GenprocError(f"process '{name}' given twice; name each process once")
+        out.append(name)
+    return out
+
+
+def _check_same(names: list[str], items: list[tuple[Path, Any]], dataset: str | None, what: str) -> None:
+    """Each (where, recipe) holds the named process, and all use one data set (``dataset``, if given)."""
+    keys = [(r.data.name, r.data.image_size, r.data.channels, r.data.max_images) for _, r in items]
+    desc = lambda k: f"{k[0]} {k[1]}px {k[2]}ch" + (f" (first {k[3]} images)" if k[3] else "")  # noqa: E731
+    for name, (where, r), key in zip(names, items, keys):
+        if (got := r.to_dict()["process"]["name"]) != PROCESS_NAMES[name]:
+            raise GenprocError(f"{what}: {where} has process '{got}' but was given as '{name}' (expected "
+                               f"'{PROCESS_NAMES[name]}'); give them in the order of the names")
+        if key != keys[0] or (dataset is not None and key[0] != dataset):
+            want = f"{desc(keys[0])} like {items[0][0]}" if key != keys[0] else dataset
+            raise GenprocError(f"{what}: {where} uses {desc(key)}, not {want}; the comparison needs one data set")
+
+
+def _recipes(names: list[str], dataset: str, recipes_dir: Path, budget: int | None,
+             overrides: Sequence[str]) -> tuple[list[Any], int]:
+    """The checked recipes and the shared budget (default: their ``train.max_steps``, if equal)."""
+    from genproc.recipe import load_recipe
+
+    paths = [recipes_dir / f"{n}_{dataset}_small.yaml" for n in names]
+    if missing := [(name, p) for name, p in zip(names, paths) if not p.is_file()]:
+        have = ", ".join(sorted(q.name for q in recipes_dir.glob(f"*_{dataset}_small.yaml"))) or "none"
+        raise GenprocError(f"missing recipe {missing[0][1]} for '{missing[0][0]}' on '{dataset}' (found for {dataset}: {have})")
+    recipes = [load_recipe(p, list(overrides)) for p in paths]
+    _check_same(names, list(zip(paths, recipes)), dataset, "recipes")
+    if budget is None and len(steps := {r.train.max_steps for r in recipes}) != 1:
+        raise GenprocError(f"the recipes train for different numbers of steps {sorted(steps)}; give --budget STEPS")
+    return recipes, recipes[0].train.max_steps if budget is None else budget
+
+
+@dataclass
+class Entry:
+    """One process of the comparison: its run, evaluation records, a timed sample draw, its table row."""
+
+    name: str
+    run: Any  # genproc.run.LoadedRun
+    records: list[dict[str, Any]]
+    sample: Any  # genproc.engine.SampleResult, with trajectory
+    sample_seconds: float
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_metrics(e: Entry) -> dict[str, Any]:
+    """The evaluation values, KID std, NLL std. error and bits/dim convention (also added to the NLL record):
+    the ``convention`` (short, detail) of the process's NLL_TERMS factory, else uniform dequantisation."""
+    from genproc.metrics.nll import DEQUANTIZATION, NLL_TERMS
+
+    f = next((NLL_TERMS[c] for c in type(e.run.process).__mro__ if c in NLL_TERMS), None)
+    row: dict[str, Any] = {r["metric"]: r["value"] for r in e.records}
+    for r in e.records:
+        if r["metric"] == "kid":
+            row["kid_std"] = r["std"]
+        if r["metric"] == "nll":
+            r["convention"] = getattr(f, "convention", "dequantised")
+            r["convention_detail"] = getattr(f, "convention_detail", "uniform dequantisation, " + DEQUANTIZATION)
+            row.update(nll_std_error=r["std_error_bits_per_dim"], nll_convention=r["convention"])
+    return row
+
+
+def measure_run(e: Entry) -> dict[str, Any]:
+    """Training img/s (median of metrics.jsonl's img_per_s), sampling img/s (the timed grid draw) and steps,
+    parameter count, and the step of the evaluated checkpoint (the budget actually spent)."""
+    from genproc.nets import count_parameters
+
+    path = e.run.run_dir / "metrics.jsonl"
+    ips = [json.loads(s)["img_per_s"] for s in (path.read_text().splitlines() if path.is_file() else []) if s.strip()]
+    return {"train_img_s": float(torch.tensor(ips).median()) if ips else None, "sampling_steps": len(e.run.process.sampling_levels()),
+            "sample_img_s": e.sample.images.shape[0] / max(e.sample_seconds, 1e-9), "params": count_parameters(e.run.net),
+            "budget_steps": e.run.step, "run_dir": str(e.run.run_dir)}
+
+
+_num = lambda key, fmt: lambda row: "–" if row.get(key) is None else format(row[key], fmt)  # noqa: E731 - a column
+MEASURES: list[Callable[[Entry], dict[str, Any]]] = [measure_metrics, measure_run]
+COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("process", lambda r: r["process"]), ("FID", _num("fid", ".2f")),
+    ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"),
+    ("NLL bits/dim", lambda r: "–" if r.get("nll") is None else f"{r['nll']:.3f} ({r['nll_convention']})"),
+    ("train img/s", _num("train_img_s", ".1f")), ("sample img/s", _num("sample_img_s", ".2f")),
+    ("sampling steps", _num("sampling_steps", "d")), ("params", _num("params", ",")),
+    ("budget steps", _num("budget_steps", "d")),
+]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The ``COLUMNS`` of every row as a Markdown table."""
+    lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(f(r) for _, f in COLUMNS) + " |" for r in rows])
+
+
+def figure_samples(entries: list[Entry], out: Path, strip: int = 10, rows: int = 4, gif: int = 20) -> dict[str, str]:
+    """samples.png (a grid per process, left to right, same seed), sequences.png (per process, top to bottom:
+    ``rows`` samples from prior to sample in ``strip`` frames) and sequences.gif (grids side by side)."""
+    from torchvision.utils import make_grid
+
+    from genproc.engine.media import save_gif, save_grid
+
+    frame = lambda t, f, k: t[round(f * (t.shape[0] - 1) / (k - 1))]  # noqa: E731 - frame f of k, spread over (T, ...)
+    grid = lambda x, nrow=None: make_grid(x, nrow or max(1, round(x.shape[0] ** 0.5)), padding=2, pad_value=1.0)  # noqa: E731
+    save_grid(torch.stack([grid(e.sample.images) for e in entries]), out / "samples.png", len(entries), scale=2)
+    strips = [grid(torch.stack([frame(e.sample.trajectory, f, strip)[:rows] for f in range(strip)]).transpose(0, 1)
+                   .flatten(0, 1), strip) for e in entries]  # (rows * strip, C, H, W), a row per sample
+    save_grid(torch.stack(strips), out / "sequences.png", 1, scale=2)
+    frames = torch.stack([torch.stack([grid(frame(e.sample.trajectory, f, gif)) for e in entries]) for f in range(gif)])
+    save_gif(frames, out / "sequences.gif", nrow=len(entries))  # (gif, P, C, H', W')
+    return {"samples": "samples.png", "sequences": "sequences.png", "sequences_gif": "sequences.gif"}
+
+
+def figure_recipes(entries: list[Entry], out: Path) -> dict[str, str]:
+    """recipes/<process>.yaml: the resolved recipe of each run."""
+    from genproc.recipe import recipe_to_yaml
+
+    (out / "recipes").mkdir(exist_ok=True)
+    for e in entries:
+        (out / "recipes" / f"{e.name}.yaml").write_text(recipe_to_yaml(e.run.recipe))
+    return {f"recipe_{e.name}": f"recipes/{e.name}.yaml" for e in entries}
+
+
+FIGURES: list[Callable[[list[Entry], Path], dict[str, str]]] = [figure_samples, figure_recipes]
+
+
+def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[str | Path] | None = None,
+            budget: int | None = None, n: int = 1000, metrics: str = "fid,kid,nll", out: str | Path = "compare",
+            data_root: str | None = None, overrides: Sequence[str] = (), recipes_dir: str | Path | None = None,
+            inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
+            seed: int = 0, grid_n: int = 16, batch_size: int = 64, progress: bool = False,
+            log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
+    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match)."""
+    from genproc.engine import train
+    from genproc.metrics import evaluate, parse_metrics
+    from genproc.metrics.fidelity import FIDELITY_METRICS
+    from genproc.metrics.inception import INCEPTION, resolve_weights
+    from genproc.run import load
+
+    names, metric_list, out, extractor = canonical_names(names), parse_metrics(metrics), Path(out), extractor or INCEPTION
+    for bad, msg in [
+        (not names, "name at least one process to compare (e.g. 'genproc compare ihdm ddpm')"),
+        (runs is not None and len(runs) != len(names), f"--runs: {len(runs or [])} run dir(s) for {len(names)} process "
+         f"name(s) ({', '.join(names)}); give one run per name, in the same order"),
+        (runs is not None and (budget is not None or bool(overrides)), "--budget and --set configure training; with "
+         "--runs nothing is trained (the runs' own steps are reported)"),
+        (budget is not None and budget < 1, f"--budget must be >= 1 training step, got {budget}"),
+        (n < 1 or grid_n < 1, f"--n and the grid size must be >= 1, got {n} and {grid_n}")]:
+        if bad:
+            raise GenprocError(msg)
+    fid = any(m in FIDELITY_METRICS for m in metric_list)  # weights: after the cheap checks, before the costly work
+    run_dirs = [Path(r) for r in runs or []]
+    if runs is None:
+        rdir = Path(recipes_dir or (REPO_RECIPES if REPO_RECIPES.is_dir() else "recipes"))
+        recipes, budget = _recipes(names, dataset or "mnist", rdir, budget, overrides)
+        if fid:
+            resolve_weights(extractor, inception_weights)
+        for name, r in zip(names, recipes):
+            r.train.max_steps = budget  # the shared budget, stated in the saved recipe
+            log(f"== {name}: training {r.name} to step {budget} in {out / 'runs' / name}")
+            res = train(r, out / "runs" / name, data_root=data_root, progress=progress, log=log)
+            if res.interrupted:
+                raise GenprocError(f"interrupted while training '{name}' (checkpoint saved); rerun the same command to resume")
+            run_dirs.append(res.run_dir)
+    loaded = [load(d, data_root=data_root) for d in run_dirs]
+    _check_same(names, [(r.run_dir, r.recipe) for r in loaded], dataset if runs is not None else None, "--runs")
+    if fid and runs is not None:
+        resolve_weights(extractor, inception_weights)
+    entries = []
+    for name, d, run in zip(names, run_dirs, loaded):
+        log(f"== {name}: evaluating {', '.join(metric_list)} on {n} samples/images (seed {seed})")
+        recs = evaluate(d, metric_list, n=n, seed=seed, batch_size=batch_size, data_root=data_root, extractor=extractor,
+                        inception_weights=inception_weights, cache_dir=cache_dir, progress=progress, log=log)
+        if getattr(run.process, "needs_data_for_prior", False):
+            run.data  # noqa: B018 - load the prior's data before timing the sampler
+        t0 = time.perf_counter()
+        res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
+        entries.append(Entry(name, run, recs, res, time.perf_counter() - t0))
+    return write_report(entries, out, {"budget_steps": budget, "n": n, "seed": seed, "metrics": metric_list})
+
+
+def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Measure every entry (``MEASURES``), draw ``FIGURES``, write report.json and report.md into ``out``."""
+    for e in entries:
+        e.row.update({"process": e.name}, **{k: v for m in MEASURES for k, v in m(e).items()})
+    out.mkdir(parents=True, exist_ok=True)
+    files = {k: v for fig in FIGURES for k, v in fig(entries, out).items()}
+    rows = [e.row for e in entries]
+    report = {"dataset": entries[0].run.recipe.data.name, **settings, "columns": [h for h, _ in COLUMNS], "rows": rows,
+              "table": markdown_table(rows), "records": {e.name: e.records for e in entries}, "files": files,
+              "genproc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "report.md").write_text(report_markdown(report, entries))
+    return report
+
+
+def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
+    """report.md: settings, the table, the NLL conventions and timing notes, the figures, the recipes."""
+    steps, order = sorted({r["budget_steps"] for r in report["rows"]}), " | ".join(e.name for e in entries)
+    conv = {r["convention"]: r["convention_detail"] for e in entries for r in e.records if r["metric"] == "nll"}
+    return "\n".join([
+        f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
+        f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
+        f"{report['n']} samples/images, seed {report['seed']}; genproc {report['genproc_version']}, {report['created']}.",
+        "", report["table"], "", *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
+        f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "
+        f"({entries[0].sample.images.shape[0]} images in one batch, trajectory captured).", "",
+        f"## Samples (same seed; left to right: {order})", "", "![samples](samples.png)", "",
+        f"## Generation sequences (prior -> sample; top to bottom / left to right: {order})", "",
+        "![sequences](sequences.png)", "", "![sequences](sequences.gif)", "", "## Recipes", "",
+        *[f"- [{e.name}](recipes/{e.name}.yaml): run `{e.run.run_dir}`" for e in entries]]) + "\n"

@@ -1,0 +1,168 @@
+"""``genproc compare`` end to end on tiny data through the CLI, every process through the shared
+engine (train, checkpoint, resume, sample), and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+import yaml
+from conftest import TINY
+from PIL import Image
+from safetensors.torch import load_file
+from test_metrics import TINY_FE, no_network  # noqa: F401 - registers the tiny stand-in extractor; a fixture
+from typer.testing import CliRunner
+
+from genproc import compare as cmp
+from genproc.cli_compare import compare_command, split_runs
+from genproc.engine import train
+from genproc.recipe import recipe_from_dict
+from genproc.run import load
+
+app = typer.Typer(pretty_exceptions_enable=False)
+app.command("compare")(compare_command)
+app.callback()(lambda: None)  # keep 'compare' a subcommand, as in genproc.cli
+runner = CliRunner()
+PROCESSES = {"ihdm": {"name": "heat", "K": 5, "sigma_blur_max": 4.0}, "blur": {"name": "blur", "K": 5, "sigma_blur_max": 4.0},
+             "ddpm": {"name": "ddpm", "T": 20}}
+
+
+def _tiny(process: str, **train: int) -> dict:
+    d = json.loads(json.dumps(TINY))
+    d.update(name=f"{process}_digits_small", process=PROCESSES[process])
+    d["net"]["dropout"] = 0.0
+    d["train"].update(train)
+    return d
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
+    for s in needles:
+        assert s in text, text
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("recipes")
+    for p in PROCESSES:
+        (d / f"{p}_digits_small.yaml").write_text(yaml.safe_dump(_tiny(p)))
+    return d
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, recipes) -> Path:
+    """ihdm vs ddpm trained for 4 steps each, then resumed to 6 by rerunning with a larger budget."""
+    out = tmp_path_factory.mktemp("cmp") / "report"
+    args = ["compare", "ihdm", "ddpm", "--dataset", "digits", "--recipes-dir", str(recipes), "--n", "4",
+            "--metrics", "nll", "--out", str(out), "--grid", "4"]
+    r = runner.invoke(app, [*args, "--budget", "4"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "report.json").read_text())["budget_steps"] == 4
+    r = runner.invoke(app, [*args, "--budget", "6"])
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.output and "from step 4" in r.output
+    return out
+
+
+def test_report_files_and_table(compared):
+    rep = json.loads((compared / "report.json").read_text())
+    assert rep["budget_steps"] == 6 and [r["process"] for r in rep["rows"]] == ["ihdm", "ddpm"]
+    for row in rep["rows"]:
+        assert row["budget_steps"] == 6 and row["params"] > 0 and row["train_img_s"] > 0 and row["sample_img_s"] > 0
+        assert 0 < row["nll"] < float("inf") and "fid" not in row  # untrained: large, but a finite bound
+    ihdm, ddpm = rep["rows"]
+    assert ihdm["sampling_steps"] == 5 and ddpm["sampling_steps"] == 20
+    assert ihdm["nll_convention"] == "dequantised" and ddpm["nll_convention"] == "discrete"
+    assert rep["records"]["ddpm"][0]["convention_detail"].startswith("discretised Gaussian decoder")
+    md = (compared / "report.md").read_text()
+    assert rep["table"] in md and "| process | FID | KID | NLL bits/dim |" in md and "(discrete)" in md
+    assert "Budget: 6 training steps;" in md
+    for f in ["samples.png", "sequences.png", "sequences.gif", "recipes/ihdm.yaml", "recipes/ddpm.yaml"]:
+        assert (compared / f).is_file(), f
+    assert yaml.safe_load((compared / "recipes/ddpm.yaml").read_text())["train"]["max_steps"] == 6
+    w, h = Image.open(compared / "samples.png").size
+    assert w > h  # two panels side by side
+    assert Image.open(compared / "sequences.gif").n_frames > 5  # 20 frames; PIL merges identical neighbours
+
+
+def test_runs_with_fid_kid_standin_extractor(compared, tmp_path):
+    runs = compared / "runs"
+    out = tmp_path / "again"
+    r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics",
+                            "fid,kid", "--extractor", TINY_FE, "--n", "8", "--out", str(out), "--grid", "2",
+                            "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert all(row["fid"] >= 0 and "kid_std" in row and "nll" not in row for row in rows)
+    assert "| ihdm | " in r.output and "| – |" in r.output  # the table is printed; NLL not measured
+
+
+def test_columns_are_data_driven(monkeypatch):
+    monkeypatch.setattr(cmp, "COLUMNS", [*cmp.COLUMNS, ("spectral slope", lambda r: f"{r['slope']:.1f}")])
+    table = cmp.markdown_table([{"process": "ihdm", "slope": -2.04}])
+    assert table.splitlines()[0].endswith("| spectral slope |") and table.splitlines()[2].endswith("| -2.0 |")
+
+
+def test_split_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    assert split_runs(["ihdm", "ddpm", str(b)], [str(a)]) == (["ihdm", "ddpm"], [str(a), str(b)])
+    assert split_runs(["ihdm", "ddpm"], [f"{a},{b}"]) == (["ihdm", "ddpm"], [str(a), str(b)])
+    assert split_runs(["ihdm", "ddpm"], []) == (["ihdm", "ddpm"], [])
+
+
+@pytest.fixture(scope="module")
+def other_data_run(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("other") / "run"
+    tiny = _tiny("ddpm", max_steps=2)
+    tiny["data"]["max_images"] = 32
+    train(recipe_from_dict(tiny), d, progress=False, log=lambda *_: None)
+    return d
+
+
+def test_errors(compared, recipes, other_data_run, tmp_path, no_network):
+    """Cheap checks come first: none of these trains, samples or reaches for the network (FID is requested)."""
+    runs = compared / "runs"
+    base = ["compare", "--recipes-dir", str(recipes), "--out", str(tmp_path / "x"), "--metrics", "fid,nll"]
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "dppm"]), "unknown process 'dppm'", "did you mean 'ddpm'")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ihdm")]), "1 run dir(s) for 2")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(other_data_run)]),
+                    "first 32 images", "one data set")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ddpm"), str(runs / "ihdm")]),
+                    "has process 'ddpm' but was given as 'ihdm'")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "mnist", "--runs", str(runs / "ihdm"),
+                                        str(runs / "ddpm")]), "not mnist")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "cifar10"]), "missing recipe", "ihdm_cifar10_small.yaml")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "digits", "--budget", "0"]), "--budget must be >= 1")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "ihdm"]), "given twice")
+    _one_line_error(runner.invoke(app, [*base, "ihdm", "--metrics", "fid,bogus"]), "unknown metric 'bogus'")
+    assert not no_network and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("process", list(PROCESSES))
+def test_every_process_on_the_shared_engine(process, tmp_path):
+    """Train 4 steps straight, or 2 then resume to 4 (bit-exact on CPU), then sample from the checkpoint."""
+    r = recipe_from_dict(_tiny(process, max_steps=4))
+    logs: list[str] = []
+    train(r, tmp_path / "a", progress=False, log=lambda *_: None)
+    train(r, tmp_path / "b", max_steps=2, progress=False, log=lambda *_: None)
+    shutil.rmtree(tmp_path / "b" / "samples", ignore_errors=True)
+    res = train(r, tmp_path / "b", progress=False, log=logs.append)
+    assert res.step == 4 and any("resuming" in s and "from step 2" in s for s in logs)
+    for name in ("model", "ema"):
+        wa = load_file(str(tmp_path / "a" / "checkpoints" / "step_00000004" / f"{name}.safetensors"))
+        wb = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000004" / f"{name}.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    run = load(tmp_path / "b")
+    s = run.sample(3, seed=5, batch_size=2)
+    assert run.step == 4 and s.images.shape == (3, 1, 8, 8) and s.trajectory.shape[1] == 3
+    assert torch.isfinite(s.images).all() and s.images.min() >= 0 and s.images.max() <= 1
+    # sample i depends on (seed, i) only; blur's grouped conv differs by float rounding (~1e-7) across batch sizes
+    torch.testing.assert_close(s.images, run.sample(3, seed=5, batch_size=3).images, atol=1e-5, rtol=0)
+    assert len(run.process.sampling_levels()) == run.process.num_steps
