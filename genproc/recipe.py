@@ -129,14 +129,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, where)
-            except GenprocError as e:
-                errors.append(str(e))
+            except GenprocError:
+                pass
         raise GenprocError(f"recipe field '{where}': expected {_type_name(tp)}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 from genproc.data import build_dataset
 from genproc.engine import checkpoint as ckpt
 from genproc.engine.batches import EpochOrder, batch_iterator, local_slice, step_generator
-from genproc.engine.distributed import DistInfo, barrier, init_distributed, mean_across, pick_device, shutdown
-from genproc.engine.sampler import autocast, generate, write_samples
+from genproc.engine.distributed import barrier, init_distributed, mean_across, pick_device, shutdown
+from genproc.engine.media import save_gif, save_grid
+from genproc.engine.sampler import autocast, generate
 from genproc.errors import GenprocError
 from genproc.nets import build_net, count_parameters
 from genproc.processes import build_process
@@ -171,7 +172,6 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
                            capture_every=recipe.sample.capture_every, device=device, precision=tc.precision)
             ema.module.train()
             out = run_dir / "samples"
-            from genproc.engine.media import save_gif, save_grid
             save_grid(res.images, out / f"step_{step:08d}.png", scale=2)
             if res.trajectory is not None:
                 save_gif(res.trajectory, out / f"step_{step:08d}.gif")
@@ -227,7 +227,7 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
                 bar.update(1)
                 if tc.sample_every > 0 and step % tc.sample_every == 0 and step != stop_at:
                     sample_grid(step)
-                stopping = flag.stop and True
+                stopping = flag.stop
                 if info.enabled:  # all ranks agree to stop together
                     t = torch.tensor([float(stopping)], device=device)
                     torch.distributed.all_reduce(t)
