@@ -84,18 +84,12 @@ class Entry:
 
 
 def measure_metrics(e: Entry) -> dict[str, Any]:
-    """The evaluation values, KID std, NLL std. error and bits/dim convention (also added to the NLL record):
-    the ``convention`` (short, detail) of the process's NLL_TERMS factory, else uniform dequantisation."""
-    from genproc.metrics.nll import DEQUANTIZATION, NLL_TERMS
-
-    f = next((NLL_TERMS[c] for c in type(e.run.process).__mro__ if c in NLL_TERMS), None)
+    """The evaluation values, KID std, NLL std. error and bits/dim convention (as in the NLL record)."""
     row: dict[str, Any] = {r["metric"]: r["value"] for r in e.records}
     for r in e.records:
         if r["metric"] == "kid":
             row["kid_std"] = r["std"]
         if r["metric"] == "nll":
-            r["convention"] = getattr(f, "convention", "dequantised")
-            r["convention_detail"] = getattr(f, "convention_detail", "uniform dequantisation, " + DEQUANTIZATION)
             row.update(nll_std_error=r["std_error_bits_per_dim"], nll_convention=r["convention"])
     return row
 
@@ -205,9 +199,9 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     if fid and runs is not None:
         resolve_weights(extractor, inception_weights)
     entries = []
-    for name, d, run in zip(names, run_dirs, loaded):
+    for name, run in zip(names, loaded):
         log(f"== {name}: evaluating {', '.join(metric_list)} on {n} samples/images (seed {seed})")
-        recs = evaluate(d, metric_list, n=n, seed=seed, batch_size=batch_size, data_root=data_root, extractor=extractor,
+        recs = evaluate(run, metric_list, n=n, seed=seed, batch_size=batch_size, data_root=data_root, extractor=extractor,
                         inception_weights=inception_weights, cache_dir=cache_dir, progress=progress, log=log)
         if getattr(run.process, "needs_data_for_prior", False):
             run.data  # noqa: B018 - load the prior's data before timing the sampler

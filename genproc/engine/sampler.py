@@ -90,7 +90,7 @@ def generate(
             x = process.reverse_step(x, out.float(), k, noise.randn(tuple(x.shape[1:])), delta, k_next)
             if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
                 frames.append(process.to_image(x).cpu())
-                frame_levels.append(levels[j + 1] if j + 1 < len(levels) else 0)
+                frame_levels.append(k_next)
             bar.update(x.shape[0])
         images.append(process.to_image(x).cpu())
         if m > 0:

@@ -80,7 +80,7 @@ def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, bat
             "extractor": None, "weights_sha256": None, **res, "wall_time_s": time.time() - t0}
 
 
-def evaluate(run_dir: str | Path, metrics: str | Iterable[str] = "fid,kid", *, n: int = 10000, split: str = "test",
+def evaluate(run_dir: str | Path | Any, metrics: str | Iterable[str] = "fid,kid", *, n: int = 10000, split: str = "test",
              n_ref: int | None = None, delta: float | None = None, seed: int = 0, batch_size: int = 64,
              checkpoint: str | None = None, data_root: str | None = None, inception_weights: str | Path | None = None,
              extractor: str = INCEPTION, cache_dir: str | Path | None = None, progress: bool = False,
@@ -89,13 +89,15 @@ def evaluate(run_dir: str | Path, metrics: str | Iterable[str] = "fid,kid", *, n
 
     fid / kid / prc: ``n`` samples vs the ``split`` images (first ``n_ref``; default all) via
     torch-fidelity. nll: bits/dim upper bound on the first ``n`` ``split`` images.
+    ``run_dir`` may also be a run already loaded by :func:`genproc.load` (``checkpoint`` is then ignored).
     """
     from genproc.data import build_dataset
-    from genproc.run import load
+    from genproc.run import LoadedRun, load
 
     names = parse_metrics(metrics)
     _check_args(n, batch_size, n_ref, delta)
-    run = load(run_dir, checkpoint, data_root)
+    run = run_dir if isinstance(run_dir, LoadedRun) else load(run_dir, checkpoint, data_root)
+    run_dir = run.run_dir
     fid_set = {m for m in names if m in FIDELITY_METRICS}
     weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
     data = build_dataset(run.recipe.data, split, data_root)
