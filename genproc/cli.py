@@ -75,6 +75,7 @@ def sample(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder for the prior, if it moved since training."),
     weights: str = typer.Option("ema", "--weights", help="ema (default) or model."),
+    set_: list[str] = typer.Option([], "--set", help="Sampling-time process override, e.g. --set process.sampler=ddim --set process.ddim_steps=50 for DDPM (repeatable)."),
 ) -> None:
     """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png."""
     try:
@@ -87,7 +88,7 @@ def sample(
         from genproc.engine import write_samples
         from genproc.run import load
 
-        run = load(run_dir, checkpoint, data_root, weights=weights)
+        run = load(run_dir, checkpoint, data_root, weights=weights, sampling=set_)
         res = run.sample(n, seed=seed, batch_size=batch_size, delta=delta, same_init=same_init, share_noise=share_noise,
                          capture_every=capture_every, progress=sys.stderr.isatty())
         files = write_samples(res, out or run_dir / "samples" / f"sample_seed{seed}")
@@ -98,9 +99,11 @@ def sample(
 
 from genproc.cli_compare import compare_command  # noqa: E402
 from genproc.cli_evaluate import evaluate_command  # noqa: E402
+from genproc.cli_analyze import analyze_app  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
+app.add_typer(analyze_app, name="analyze")
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ def compare_command(
     out: Path = typer.Option(Path("compare"), "--out", help="Report folder; runs are trained into <out>/runs/<process> (rerun to resume)."),
     runs: Optional[list[str]] = typer.Option(None, "--runs", help="Existing run dirs, one per process in the same order (after the names: --runs A B, or A,B); nothing is trained."),
     set_: list[str] = typer.Option([], "--set", help="Override a key in every recipe, e.g. --set train.batch_size=32 (repeatable)."),
+    sample_set: list[str] = typer.Option([], "--sample-set", help="Sampling-time override for the processes that have the key, e.g. --sample-set process.sampler=ddim --sample-set process.ddim_steps=50 (DDPM only; repeatable)."),
     recipes_dir: Optional[Path] = typer.Option(None, "--recipes-dir", help="Folder of <process>_<dataset>_small.yaml recipes (default: the repository's recipes/)."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples, grids, dequantisation and ELBO noise (shared by all processes)."),
     grid: int = typer.Option(16, "--grid", help="Samples in each process's grid (also timed for sample img/s)."),
@@ -53,7 +54,7 @@ def compare_command(
         names, run_dirs = split_runs(processes, runs or [])
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
-                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size,
+                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sample_overrides=sample_set,
                          progress=sys.stderr.isatty(), log=log)
     except GenprocError as e:
         typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)

@@ -24,6 +24,7 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", help="Seed for samples, dequantisation and ELBO noise."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
+    set_: list[str] = typer.Option([], "--set", help="Sampling-time process override, e.g. --set process.sampler=ddim --set process.ddim_steps=50 for DDPM (repeatable)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache (default: $GENPROC_CACHE/fidelity or ~/.cache/genproc/fidelity)."),
 ) -> None:
     """Evaluate a trained run: FID/KID (torch-fidelity) and NLL in bits/dim; prints a table, writes <run_dir>/eval/*.json."""
@@ -33,6 +34,10 @@ def evaluate_command(
         def log(msg: str) -> None:
             typer.echo(msg, err=True)
 
+        if set_:
+            from genproc.run import load
+
+            run_dir = load(run_dir, checkpoint, data_root, sampling=set_)  # evaluate() takes a loaded run as well
         records = evaluate(run_dir, metrics, n=n, split=split, n_ref=n_ref, delta=delta, seed=seed, batch_size=batch_size,
                            checkpoint=checkpoint, data_root=data_root, inception_weights=inception_weights,
                            cache_dir=cache_dir, progress=sys.stderr.isatty(), log=log)

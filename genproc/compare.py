@@ -159,10 +159,12 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             budget: int | None = None, n: int = 1000, metrics: str = "fid,kid,nll", out: str | Path = "compare",
             data_root: str | None = None, overrides: Sequence[str] = (), recipes_dir: str | Path | None = None,
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
-            seed: int = 0, grid_n: int = 16, batch_size: int = 64, progress: bool = False,
-            log: Callable[[str], Any] = print) -> dict[str, Any]:
+            seed: int = 0, grid_n: int = 16, batch_size: int = 64, sample_overrides: Sequence[str] = (),
+            progress: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
-    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match)."""
+    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match).
+    sample_overrides: sampling-time ``process.KEY=VALUE`` settings, each applied to the runs whose process has KEY
+    (e.g. ``process.sampler=ddim`` changes only DDPM); one that fits no run is an error."""
     from genproc.engine import train
     from genproc.metrics import evaluate, parse_metrics
     from genproc.metrics.fidelity import FIDELITY_METRICS
@@ -194,7 +196,7 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             if res.interrupted:
                 raise GenprocError(f"interrupted while training '{name}' (checkpoint saved); rerun the same command to resume")
             run_dirs.append(res.run_dir)
-    loaded = [load(d, data_root=data_root) for d in run_dirs]
+    loaded = with_sample_overrides([load(d, data_root=data_root) for d in run_dirs], sample_overrides)
     _check_same(names, [(r.run_dir, r.recipe) for r in loaded], dataset if runs is not None else None, "--runs")
     if fid and runs is not None:
         resolve_weights(extractor, inception_weights)
@@ -208,7 +210,22 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         t0 = time.perf_counter()
         res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
         entries.append(Entry(name, run, recs, res, time.perf_counter() - t0))
-    return write_report(entries, out, {"budget_steps": budget, "n": n, "seed": seed, "metrics": metric_list})
+    return write_report(entries, out, {"budget_steps": budget, "n": n, "seed": seed, "metrics": metric_list,
+                                       "sample_overrides": {e.name: list(e.run.sampling) for e in entries}})
+
+
+def with_sample_overrides(runs: list[Any], overrides: Sequence[str]) -> list[Any]:
+    """Each run with the overrides whose key its process config lists in ``SAMPLING_KEYS``."""
+    keys = lambda r: {f"process.{k}" for k in getattr(type(r.recipe.process), "SAMPLING_KEYS", ())}  # noqa: E731
+    for o in overrides:
+        if not any(o.split("=", 1)[0].strip() in keys(r) for r in runs):
+            raise GenprocError(f"--sample-set '{o}' fits none of the runs; sampling-time keys: "
+                               f"{', '.join(sorted(set().union(*map(keys, runs)))) or '(none)'}")
+    out = []
+    for r in runs:
+        mine = [o for o in overrides if o.split("=", 1)[0].strip() in keys(r)]
+        out.append(r.with_sampling(mine) if mine else r)
+    return out
 
 
 def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +251,7 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
         f"{report['n']} samples/images, seed {report['seed']}; genproc {report['genproc_version']}, {report['created']}.",
+        *[f"Sampling overrides for {k}: {', '.join(v)}." for k, v in report.get("sample_overrides", {}).items() if v],
         "", report["table"], "", *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
         f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "
         f"({entries[0].sample.images.shape[0]} images in one batch, trajectory captured).", "",

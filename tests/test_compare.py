@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from test_metrics import TINY_FE, no_network  # noqa: F401 - registers the tiny stand-in extractor; a fixture
 from typer.testing import CliRunner
 
+from genproc import GenprocError
 from genproc import compare as cmp
 from genproc.cli_compare import compare_command, split_runs
 from genproc.engine import train
@@ -166,3 +167,56 @@ def test_every_process_on_the_shared_engine(process, tmp_path):
     # sample i depends on (seed, i) only; blur's grouped conv differs by float rounding (~1e-7) across batch sizes
     torch.testing.assert_close(s.images, run.sample(3, seed=5, batch_size=3).images, atol=1e-5, rtol=0)
     assert len(run.process.sampling_levels()) == run.process.num_steps
+
+
+def test_sample_set_applies_to_the_runs_that_have_the_key(compared, tmp_path):
+    """--sample-set process.sampler=ddim changes DDPM's sampler only (IHDM has no such key); the report says so."""
+    runs = compared / "runs"
+    out = tmp_path / "ddim"
+    r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics", "nll",
+                            "--n", "2", "--out", str(out), "--grid", "2", "--sample-set", "process.sampler=ddim",
+                            "--sample-set", "process.ddim_steps=4"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["sample_overrides"] == {"ihdm": [], "ddpm": ["process.sampler=ddim", "process.ddim_steps=4"]}
+    assert [row["sampling_steps"] for row in rep["rows"]] == [5, 4]
+    assert "Sampling overrides for ddpm: process.sampler=ddim, process.ddim_steps=4." in (out / "report.md").read_text()
+    _one_line_error(runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"),
+                                        "--out", str(tmp_path / "y"), "--sample-set", "process.K=3"]),
+                    "'process.K=3' fits none of the runs")
+
+
+def test_sampling_overrides_on_a_loaded_run(compared):
+    """load(sampling=...) / with_sampling change only sampling-time keys; DDIM with all T steps and eta=1 uses the same
+    levels as ancestral sampling; a key that would change the trained model is one clear error."""
+    ddpm = load(compared / "runs" / "ddpm")
+    ddim = ddpm.with_sampling(["process.sampler=ddim", "process.ddim_steps=20", "process.eta=1.0"])
+    assert ddim.net is ddpm.net and ddim.sampling == ("process.sampler=ddim", "process.ddim_steps=20", "process.eta=1.0")
+    assert ddim.process.sampling_levels() == ddpm.process.sampling_levels() and ddim.process.cfg.sampler == "ddim"
+    assert load(compared / "runs" / "ddpm", sampling=["process.ddim_steps=7", "process.sampler=ddim"]).process.sampling_levels()[0] == 20
+    for bad, needle in [("process.T=10", "'process.T' is not a sampling-time key"), ("train.lr=1", "'train.lr' is not"),
+                        ("process.sampler", "is not KEY=VALUE"), ("process.sampler=euler", "expected ancestral|ddim")]:
+        with pytest.raises(GenprocError, match=needle):
+            ddpm.with_sampling([bad])
+    with pytest.raises(GenprocError, match="KEY in: delta, dct"):
+        load(compared / "runs" / "ihdm", sampling=["process.sampler=ddim"])
+
+
+def test_sample_and_evaluate_take_sampling_overrides(compared, tmp_path):
+    import numpy as np
+
+    from genproc.cli import app as main_app
+
+    run = compared / "runs" / "ddpm"
+    r = runner.invoke(main_app, ["sample", str(run), "--n", "2", "--out", str(tmp_path / "s"), "--capture-every", "1",
+                                 "--set", "process.sampler=ddim", "--set", "process.ddim_steps=3"])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "s" / "samples.npz")["trajectory"].shape[0] == 4  # prior + 3 DDIM steps
+    r = runner.invoke(main_app, ["evaluate", str(run), "--metrics", "nll", "--n", "2", "--set", "process.sampler=ddim",
+                                 "--set", "process.ddim_steps=3"])
+    assert r.exit_code == 0, r.output
+    path = Path(r.output.strip().splitlines()[-1].removeprefix("wrote "))
+    assert path.name.endswith("-samplerddim-ddim_steps3.json")  # does not overwrite the ancestral record
+    assert json.loads(path.read_text())["sampling_overrides"] == ["process.sampler=ddim", "process.ddim_steps=3"]
+    r = runner.invoke(main_app, ["sample", str(run), "--set", "process.T=5"])
+    _one_line_error(r, "'process.T' is not a sampling-time key")

@@ -112,10 +112,11 @@ def evaluate(run_dir: str | Path | Any, metrics: str | Iterable[str] = "fid,kid"
     out_dir.mkdir(parents=True, exist_ok=True)
     dtag = "default" if delta_used is None else f"{delta_used:g}"
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    stag = "".join(f"-{s.split('=', 1)[0].removeprefix('process.')}{s.split('=', 1)[1]}" for s in run.sampling)
     for r in records:
-        r.update(delta=delta_used, seed=seed, checkpoint_step=run.step, checkpoint=str(run.checkpoint),
-                 genproc_version=__version__, created=now, run_dir=str(run_dir))
-        path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}-delta{dtag}.json"
+        r.update(delta=delta_used, seed=seed, sampling_overrides=list(run.sampling), checkpoint_step=run.step,
+                 checkpoint=str(run.checkpoint), genproc_version=__version__, created=now, run_dir=str(run_dir))
+        path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}-delta{dtag}{stag}.json"
         path.write_text(json.dumps(r, indent=1, sort_keys=False))
         r["json"] = str(path)
     return records

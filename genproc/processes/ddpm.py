@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -26,6 +27,7 @@ class DDPMConfig:
     ddim_steps: int = 50  # levels visited by DDIM
     eta: float = 0.0  # DDIM stochasticity (0: deterministic, 1: ancestral-like)
     posterior_variance: str = "beta"  # reverse std: beta (sigma_t^2 = beta_t) | tilde (posterior beta~_t)
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "posterior_variance")  # may change after training
 
     def validate(self) -> None:
         if self.T < 1:

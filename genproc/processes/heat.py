@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -25,6 +26,7 @@ class HeatConfig:
     sigma: float = 0.01  # training noise std (Eq. 4), data in [0, 1]
     delta: float = 0.0125  # sampling noise std (Eq. 8), default 1.25 sigma
     dct: str = "auto"  # auto | matmul | fft
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("delta", "dct")  # may change after training (genproc.load(sampling=...))
 
     def validate(self) -> None:
         if self.K < 1:
