@@ -100,7 +100,8 @@ def measure_run(e: Entry) -> dict[str, Any]:
     from genproc.nets import count_parameters
 
     path = e.run.run_dir / "metrics.jsonl"
-    ips = [json.loads(s)["img_per_s"] for s in (path.read_text().splitlines() if path.is_file() else []) if s.strip()]
+    lines = [json.loads(s) for s in (path.read_text().splitlines() if path.is_file() else []) if s.strip()]
+    ips = [d["img_per_s"] for d in lines if "img_per_s" in d]  # evaluation lines ({"step", "eval"}) have none
     return {"train_img_s": float(torch.tensor(ips).median()) if ips else None, "sampling_steps": len(e.run.process.sampling_levels()),
             "sample_img_s": e.sample.images.shape[0] / max(e.sample_seconds, 1e-9), "params": count_parameters(e.run.net),
             "budget_steps": e.run.step, "run_dir": str(e.run.run_dir)}

@@ -65,14 +65,18 @@ class TrainConfig:
     sample_every: int = 1000  # steps between sample grids / GIFs (0 = only at the end)
     checkpoint_every: int = 500  # steps between checkpoints
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
+    eval_every: int = 0  # steps between in-training evaluations of the EMA model (0 = off), logged to metrics.jsonl
+    eval_metrics: str = "fid"  # comma-separated, as 'genproc evaluate --metrics' (fid needs $GENPROC_INCEPTION_WEIGHTS offline)
+    eval_n: int = 2000  # samples (fid/kid/prc) or test images (nll) per in-training evaluation
+    eval_split: str = "test"  # reference split of the in-training evaluation
 
     def validate(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise GenprocError(f"recipe field 'train.precision': expected fp32|bf16|fp16, got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise GenprocError(f"recipe field 'train.device': expected auto|cpu|cuda|cuda:N, got {self.device!r}")
-        for name in ("batch_size", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < (0 if name == "max_steps" else 1):
+        for name in ("batch_size", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_n"):
+            if getattr(self, name) < (0 if name in ("max_steps", "eval_every") else 1):
                 raise GenprocError(f"recipe field 'train.{name}': expected a positive integer, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.ema < 1 or self.grad_clip <= 0:
             raise GenprocError(f"recipe fields 'train.lr' > 0, 0 <= 'train.ema' < 1, 'train.grad_clip' > 0 expected, "

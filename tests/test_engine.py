@@ -109,3 +109,20 @@ def test_same_init_and_share_noise(tiny_dict):
     assert torch.equal(init.trajectory[0, 0], init.trajectory[0, 1])  # same prior state
     assert not torch.equal(init.images[0], init.images[1])  # different noise
     assert init.trajectory.shape[0] == r.process.K + 1 and init.levels[0] == r.process.K and init.levels[-1] == 0
+
+
+def test_in_training_evaluation_is_logged(tmp_path, tiny_dict):
+    """train.eval_every: the EMA model is evaluated during training and the values land in metrics.jsonl
+    (NLL here: FID needs Inception weights); a bad metric fails before any training step."""
+    from genproc.errors import GenprocError
+
+    tiny_dict["train"].update(max_steps=4, eval_every=2, eval_metrics="nll", eval_n=3)
+    train(recipe_from_dict(tiny_dict), tmp_path / "run", progress=False, log=lambda *_: None)
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [d for d in lines if "eval" in d]
+    assert [d["step"] for d in evals] == [2, 4] and all(0 < d["eval"]["nll"] < 1e4 and d["eval_n"] == 3 for d in evals)
+    assert sorted((tmp_path / "run" / "eval").glob("nll-step00000002-test-n3-*.json"))
+    tiny_dict["train"]["eval_metrics"] = "nll,fd"
+    with pytest.raises(GenprocError, match="unknown metric 'fd'"):
+        train(recipe_from_dict(tiny_dict), tmp_path / "bad", progress=False, log=lambda *_: None)
+    assert not (tmp_path / "bad").exists()

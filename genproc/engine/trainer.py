@@ -33,6 +33,7 @@ from genproc.recipe import Recipe, recipe_to_yaml
 
 # Recipe keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.max_steps", "train.log_every", "train.sample_every",
+                     "train.eval_every", "train.eval_metrics", "train.eval_n", "train.eval_split",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.device", "sample.n",
                      "sample.batch_size", "sample.capture_every"}
 
@@ -97,6 +98,18 @@ def _dropout_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 9_176_867 + step * 7919 + 99) % (2**63 - 1)
 
 
+def _check_eval(recipe: Recipe, data_root: str | None) -> None:
+    """The in-training evaluation can run: known metrics, the reference split exists, FID weights resolvable."""
+    from genproc.metrics import parse_metrics
+    from genproc.metrics.fidelity import FIDELITY_METRICS
+    from genproc.metrics.inception import resolve_weights
+
+    metrics = parse_metrics(recipe.train.eval_metrics)
+    build_dataset(recipe.data, recipe.train.eval_split, data_root)
+    if any(m in FIDELITY_METRICS for m in metrics):
+        resolve_weights()
+
+
 def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max_steps: int | None = None,
           progress: bool = True, log: Any = print) -> TrainResult:
     """Train (or resume) ``recipe`` in ``run_dir`` until global step ``max_steps``.
@@ -116,6 +129,8 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
         recipe_dict = recipe.to_dict()
         if data_root is not None:
             recipe_dict["data"]["root"] = data_root
+        if tc.eval_every > 0:  # fail before training: unknown metric, bad split, FID weights missing offline
+            _check_eval(recipe, data_root)
         data = build_dataset(recipe.data, "train", data_root)
         process = build_process(recipe.process)
         torch.manual_seed(recipe.seed)  # same initial weights on every rank and every fresh run
@@ -177,6 +192,29 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
                 save_gif(res.trajectory, out / f"step_{step:08d}.gif")
             save_grid(res.images, out / "latest.png", scale=2)
 
+        def evaluate_now(step: int) -> None:
+            """Evaluate the EMA model (train.eval_metrics on train.eval_n) and append {"step", "eval"} to metrics.jsonl."""
+            if info.is_main:
+                from genproc.metrics import evaluate
+                from genproc.run import LoadedRun
+
+                ema.module.eval()
+                run = LoadedRun(run_dir, recipe, process, ema.module, step, run_dir / "checkpoints" / f"step_{step:08d}",
+                                device, data_root, _data=data)
+                t0 = time.time()
+                recs = evaluate(run, tc.eval_metrics, n=tc.eval_n, split=tc.eval_split, seed=recipe.seed,
+                                batch_size=recipe.sample.batch_size, data_root=data_root, log=lambda *_: None)
+                ema.module.train()
+                values = {r["metric"]: r["value"] for r in recs}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps({"step": step, "eval": values, "eval_n": tc.eval_n, "eval_seconds": time.time() - t0,
+                                        "time": time.time()}) + "\n")
+                if writer is not None:
+                    for name, v in values.items():
+                        writer.add_scalar(f"eval/{name}", v, step)
+                log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()) + f" (n={tc.eval_n})")
+            barrier(info)
+
         step, loss_val, interrupted = start, None, False
         t_last, n_last = time.time(), 0
         metrics_path = run_dir / "metrics.jsonl"
@@ -234,6 +272,8 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
                     stopping = t.item() > 0
                 if step % tc.checkpoint_every == 0 or step == stop_at or stopping:
                     save(step)
+                if tc.eval_every > 0 and step % tc.eval_every == 0 and not stopping:
+                    evaluate_now(step)
                 if stopping:
                     interrupted = True
                     if info.is_main:
