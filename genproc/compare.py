@@ -81,6 +81,7 @@ class Entry:
     sample: Any  # genproc.engine.SampleResult, with trajectory
     sample_seconds: float
     row: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
 
 
 def measure_metrics(e: Entry) -> dict[str, Any]:
@@ -107,8 +108,23 @@ def measure_run(e: Entry) -> dict[str, Any]:
             "budget_steps": e.run.step, "run_dir": str(e.run.run_dir)}
 
 
+def measure_interpolation(e: Entry) -> dict[str, Any]:
+    """Interpolation smoothness (8 pairs x 9 frames; genproc.analysis.interpolation): jump and path ratios."""
+    from genproc.analysis.interpolation import interpolation_smoothness_summary
+
+    return interpolation_smoothness_summary(e.run, seed=e.seed)
+
+
+def measure_gradients(e: Entry) -> dict[str, Any]:
+    """Input-gradient locality (genproc.analysis.gradients): mean 90%-mass radius in pixels."""
+    from genproc.analysis.gradients import gradient_locality_summary
+
+    return gradient_locality_summary(e.run, seed=e.seed)
+
+
+_pair = lambda a, b: lambda r: "–" if r.get(a) is None else f"{r[a]:.2f} / {r[b]:.2f}"  # noqa: E731 - pixel / shape space
 _num = lambda key, fmt: lambda row: "–" if row.get(key) is None else format(row[key], fmt)  # noqa: E731 - a column
-MEASURES: list[Callable[[Entry], dict[str, Any]]] = [measure_metrics, measure_run]
+MEASURES: list[Callable[[Entry], dict[str, Any]]] = [measure_metrics, measure_run, measure_interpolation, measure_gradients]
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("process", lambda r: r["process"]), ("FID", _num("fid", ".2f")),
     ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"),
@@ -116,6 +132,9 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("train img/s", _num("train_img_s", ".1f")), ("sample img/s", _num("sample_img_s", ".2f")),
     ("sampling steps", _num("sampling_steps", "d")), ("params", _num("params", ",")),
     ("budget steps", _num("budget_steps", "d")),
+    ("interp. jump ratio px / shape", _pair("jump_ratio_mean", "jump_ratio_shape_mean")),
+    ("interp. path ratio px / shape", _pair("path_ratio_mean", "path_ratio_shape_mean")),
+    ("grad. r90 px", _num("grad_r90", ".2f")),
 ]
 
 
@@ -153,7 +172,15 @@ def figure_recipes(entries: list[Entry], out: Path) -> dict[str, str]:
     return {f"recipe_{e.name}": f"recipes/{e.name}.yaml" for e in entries}
 
 
-FIGURES: list[Callable[[list[Entry], Path], dict[str, str]]] = [figure_samples, figure_recipes]
+def figure_spectra(entries: list[Entry], out: Path) -> dict[str, str]:
+    """spectra.png / spectra.json (genproc.analysis.spectra): PSDs along each forward process and generative trajectory."""
+    from genproc.analysis.spectra import analyze_spectra
+
+    analyze_spectra([e.run for e in entries], out, seed=entries[0].seed)
+    return {"spectra": "spectra.png", "spectra_json": "spectra.json"}
+
+
+FIGURES: list[Callable[[list[Entry], Path], dict[str, str]]] = [figure_samples, figure_recipes, figure_spectra]
 
 
 def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[str | Path] | None = None,
@@ -210,7 +237,7 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             run.data  # noqa: B018 - load the prior's data before timing the sampler
         t0 = time.perf_counter()
         res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
-        entries.append(Entry(name, run, recs, res, time.perf_counter() - t0))
+        entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed))
     return write_report(entries, out, {"budget_steps": budget, "n": n, "seed": seed, "metrics": metric_list,
                                        "sample_overrides": {e.name: list(e.run.sampling) for e in entries}})
 
@@ -258,5 +285,11 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         f"({entries[0].sample.images.shape[0]} images in one batch, trajectory captured).", "",
         f"## Samples (same seed; left to right: {order})", "", "![samples](samples.png)", "",
         f"## Generation sequences (prior -> sample; top to bottom / left to right: {order})", "",
-        "![sequences](sequences.png)", "", "![sequences](sequences.gif)", "", "## Recipes", "",
+        "![sequences](sequences.png)", "", "![sequences](sequences.gif)", "",
+        "## Spectra (radially averaged DCT power; forward process and generative trajectory)", "", "![spectra](spectra.png)", "",
+        "- interp. jump ratio: max / mean distance between consecutive frames of an interpolation (1 = even steps), "
+        "path ratio: path length / endpoint distance (1 = straight); mean over 8 pairs x 9 frames, in pixels / in a "
+        "blurred, mean-removed 'shape' space (genproc.analysis.interpolation).",
+        "- grad. r90: radius (pixels) holding 90% of the input-gradient mass of an output pixel, mean over levels, "
+        "pixels and images (genproc.analysis.gradients).", "", "## Recipes", "",
         *[f"- [{e.name}](recipes/{e.name}.yaml): run `{e.run.run_dir}`" for e in entries]]) + "\n"

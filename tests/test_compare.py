@@ -84,7 +84,11 @@ def test_report_files_and_table(compared):
     md = (compared / "report.md").read_text()
     assert rep["table"] in md and "| process | FID | KID | NLL bits/dim |" in md and "(discrete)" in md
     assert "Budget: 6 training steps;" in md
-    for f in ["samples.png", "sequences.png", "sequences.gif", "recipes/ihdm.yaml", "recipes/ddpm.yaml"]:
+    for row in rep["rows"]:  # the analysis columns: interpolation smoothness and gradient locality
+        assert row["jump_ratio_mean"] >= 1 and row["path_ratio_shape_mean"] >= 1 and row["grad_r90"] >= 0
+    assert "| interp. jump ratio px / shape | interp. path ratio px / shape | grad. r90 px |" in md
+    assert set(json.loads((compared / "spectra.json").read_text())["runs"]) == {"ihdm", "ddpm"}
+    for f in ["samples.png", "sequences.png", "sequences.gif", "recipes/ihdm.yaml", "recipes/ddpm.yaml", "spectra.png"]:
         assert (compared / f).is_file(), f
     assert yaml.safe_load((compared / "recipes/ddpm.yaml").read_text())["train"]["max_steps"] == 6
     w, h = Image.open(compared / "samples.png").size

@@ -1,0 +1,116 @@
+"""``genproc analyze delta``: parsing the δ list, argmin / paper comparison, and the sweep end to end through
+the CLI on tiny runs (FID with the tiny stand-in extractor, never the network), with its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from PIL import Image
+from test_metrics import TINY_FE, no_network  # noqa: F401 - registers the tiny stand-in extractor; a fixture
+from typer.testing import CliRunner
+
+from genproc.analysis.delta import agrees_with_paper, argmin_delta, parse_deltas
+from genproc.cli import app
+from genproc.engine import train
+from genproc.errors import GenprocError
+from genproc.recipe import recipe_from_dict
+
+runner = CliRunner()
+
+
+def test_parse_deltas():
+    assert parse_deltas("0.01, 0,0.0125,0.01,") == [0.0, 0.01, 0.0125]
+    assert parse_deltas([0.02, 0.005]) == [0.005, 0.02]
+    with pytest.raises(GenprocError, match="'abc' is not a number"):
+        parse_deltas("0.01,abc")
+    with pytest.raises(GenprocError, match=">= 0, got -0.01"):
+        parse_deltas("0,-0.01")
+    with pytest.raises(GenprocError, match="no values given"):
+        parse_deltas(" , ")
+    with pytest.raises(GenprocError, match="finite"):
+        parse_deltas("nan")
+
+
+def test_argmin_and_paper_agreement():
+    ds = [0.0, 0.005, 0.01, 0.0125, 0.015, 0.02]
+    assert argmin_delta(ds, [None, 3.0, 2.0, 2.5, None, 4.0]) == 0.01
+    assert argmin_delta(ds, [None] * 6) is None and argmin_delta(ds, [math.inf, 1.0, 1.0, 2, 3, 4]) == 0.005
+    assert agrees_with_paper(ds, 0.01, 0.01, 1.0, 1.0) is True
+    assert agrees_with_paper(ds, 0.0125, 0.01, 1.25, 1.33) is True
+    assert agrees_with_paper([0.0, 0.01, 0.015, 0.02], 0.015, 0.01, 1.25, 1.33) is True  # nearest grid point to 1.33 sigma
+    assert agrees_with_paper(ds, 0.02, 0.01, 1.25, 1.33) is False
+    assert agrees_with_paper(ds, None, 0.01, 1.0, 1.0) is None and agrees_with_paper(ds, 0.01, 0.0, 1.0, 1.0) is None
+
+
+def _train(root: Path, name: str, process: dict) -> Path:
+    d = json.loads(json.dumps(TINY))
+    d.update(name=f"{name}_tiny", process=process)
+    d["net"]["dropout"] = 0.0
+    d["train"]["max_steps"] = 2
+    train(recipe_from_dict(d), root / name, progress=False, log=lambda *_: None)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("delta")
+    return {"ihdm": _train(root, "ihdm", {"name": "heat", "K": 5, "sigma_blur_max": 4.0}),
+            "ddpm": _train(root, "ddpm", {"name": "ddpm", "T": 8})}
+
+
+def test_delta_command_end_to_end(tiny_runs, tmp_path, no_network):
+    out = tmp_path / "d"
+    r = runner.invoke(app, ["analyze", "delta", str(tiny_runs["ihdm"]), str(tiny_runs["ddpm"]), "--out", str(out),
+                            "--deltas", "0,0.01,0.0125", "--n", "6", "--n-ref", "20", "--metrics", "fid,nll", "--grid", "4",
+                            "--extractor", TINY_FE, "--cache-dir", str(tmp_path / "cache"), "--batch-size", "6"])
+    assert r.exit_code == 0, r.output
+    assert "skipping ddpm" in r.output and "ihdm nll: 0: –, 0.01: " in r.output and "lowest at delta" in r.output
+    assert no_network == []
+    for f in ["delta_samples.png", "delta_metrics.png", "delta.json"]:
+        assert (out / f).is_file(), f
+    w, h = Image.open(out / "delta_samples.png").size
+    assert w > h  # three grids side by side
+    rep = json.loads((out / "delta.json").read_text())
+    assert rep["settings"]["deltas"] == [0.0, 0.01, 0.0125] and rep["settings"]["nll_at_zero"].startswith("not measured")
+    assert set(rep["results"]) == {"ihdm"} and set(rep["skipped"]) == {"ddpm"} and set(rep["runs"]) == {"ihdm"}
+    assert rep["paper"]["fid_argmin_over_sigma"] == [1.25, 1.33]
+    res = rep["results"]["ihdm"]
+    assert res["sigma"] == 0.01 and res["trained_delta"] == 0.0125
+    fid, nll = res["values"]["fid"], res["values"]["nll"]
+    assert len(fid) == 3 and all(v is not None and math.isfinite(v) and v >= 0 for v in fid)
+    assert nll[0] is None and "skipped" in res["records"]["nll"][0]
+    assert all(v is not None and math.isfinite(v) and v > 0 for v in nll[1:])
+    for rec in res["records"]["nll"][1:]:
+        assert rec["unit"] == "bits/dim" and set(rec["terms_bits_per_dim"]) >= {"L_K", "L_kl", "L_0"}
+    assert res["records"]["fid"][0]["extractor"] == TINY_FE
+    assert res["argmin"]["nll"] in (0.01, 0.0125) and res["argmin"]["fid"] in (0.0, 0.01, 0.0125)
+    assert set(res["agrees_with_paper"]) == {"fid", "nll"} and res["argmin_over_sigma"]["nll"] in (1.0, 1.25)
+    assert not res["notes"]
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
+    for s in needles:
+        assert s in text, text
+
+
+def test_delta_errors(tiny_runs, tmp_path, no_network):
+    base = ["analyze", "delta", "--out", str(tmp_path / "x"), "--extractor", TINY_FE, "--n", "2"]
+    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ddpm"])]), "needs a heat or blur run", "ddpm")
+    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ihdm"]), "--deltas", "0.01,x"]), "--deltas", "'x' is not a number")
+    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ihdm"]), "--deltas", "-0.01"]), "--deltas", ">= 0")
+    _one_line_error(runner.invoke(app, [*base, str(tmp_path / "nope")]), "run dir not found", "nope")
+    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ihdm"]), "--metrics", "fid,prc"]), "prc", "not available")
+    assert not (tmp_path / "x").exists() and no_network == []
+
+
+def test_help():
+    r = runner.invoke(app, ["analyze", "delta", "--help"])
+    assert r.exit_code == 0 and "--deltas" in r.output and "--inception-weights" in r.output
+    assert "--extractor" not in r.output  # hidden, for tests

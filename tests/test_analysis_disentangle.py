@@ -1,0 +1,94 @@
+"""``genproc analyze disentangle``: the shared-noise / shared-prior grids, their numbers and the CLI on tiny runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_analysis_interpolation import tiny_runs
+from typer.testing import CliRunner
+
+from genproc.analysis import disentangle as dis
+from genproc.cli import app
+from genproc.run import load
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory) -> dict:
+    """The tiny heat (K=5, sigma_B,max = 4 on 8 px) and DDPM (T=20) runs, shared with test_analysis_interpolation."""
+    return tiny_runs(tmp_path_factory)
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
+    for s in needles:
+        assert s in text, text
+
+
+def test_stats_on_a_perfectly_disentangled_grid():
+    g = torch.Generator().manual_seed(0)
+    shapes = torch.randn(4, 1, 6, 6, generator=g) * 0.1
+    shapes -= shapes.mean(dim=(-2, -1), keepdim=True)
+    offsets = torch.tensor([0.2, 0.4, 0.5, 0.7]).reshape(-1, 1, 1, 1, 1)
+    grid = offsets + shapes[None]  # (rows 4, cols 4, 1, 6, 6): column = shape, row = colour
+    st = dis.shared_noise_stats(grid)
+    assert st["shape_dist_same_noise"] == pytest.approx(0.0, abs=1e-6) and st["shape_corr_same_noise"] == pytest.approx(1.0)
+    assert st["shape_ratio"] == pytest.approx(0.0, abs=1e-6) and st["shape_ratio_same_prior"] == pytest.approx(1.0, rel=0.3)
+    assert st["colour_var_prior_frac"] == pytest.approx(1.0) and st["colour_var_noise_frac"] == pytest.approx(0.0, abs=1e-6)
+    assert st["colour_std_same_prior"] == pytest.approx(0.0, abs=1e-6) and st["colour_std_same_noise"] > 0.1
+    scaled = grid * torch.tensor([0.5, 1.0, 1.5, 2.0]).reshape(-1, 1, 1, 1, 1)  # same shape at other contrasts
+    assert dis.shared_noise_stats(scaled)["shape_corr_same_noise"] == pytest.approx(1.0)
+    sp = dis.shared_prior_stats(grid.transpose(0, 1))
+    assert set(sp) == {"shape_dist", "shape_corr", "colour_std"}
+
+
+@pytest.mark.parametrize("process", ["heat", "ddpm"])
+def test_grids_agree_with_the_sampler(run_dirs, process):
+    run = load(run_dirs[process])
+    grid, priors = dis.shared_noise_grid(run, 3, 4, seed=2, batch_size=8)
+    assert grid.shape == (3, 4, 1, 8, 8) and priors.shape == (3, 1, 8, 8)
+    sampled = run.sample(4, seed=2, capture_every=-1).images
+    for r in range(3):  # cell (r, r): prior r and noise r, i.e. the sampler's sample r
+        assert torch.allclose(grid[r, r], sampled[r], atol=1e-5)
+    pgrid, prior = dis.shared_prior_grid(run, 3, 4, seed=2)
+    assert pgrid.shape == (3, 4, 1, 8, 8) and torch.allclose(prior, priors[0])
+    assert torch.allclose(pgrid[0], grid[0], atol=1e-5)  # row 0 of both: prior 0 with noise 0..3
+    assert not torch.allclose(grid[0, 0], grid[0, 1])  # the noise matters (ancestral / delta > 0)
+
+
+def test_cli_end_to_end(run_dirs, tmp_path):
+    out = tmp_path / "dis"
+    r = runner.invoke(app, ["analyze", "disentangle", str(run_dirs["heat"]), str(run_dirs["ddpm"]), "--out", str(out),
+                            "--rows", "3", "--cols", "3", "--seed", "1", "--sample-set", "process.sampler=ddim",
+                            "--sample-set", "process.ddim_steps=4"])  # the overrides go to the DDPM run only
+    assert r.exit_code == 0, r.output
+    assert "ihdm: shape ratio" in r.output and "ddpm: shape ratio" in r.output and "(noise unused)" in r.output
+    for f in ["disentangle_shared_noise.png", "disentangle_shared_prior.png", "disentangle.json"]:
+        assert (out / f).stat().st_size > 0, f
+    js = json.loads((out / "disentangle.json").read_text())
+    assert set(js["results"]) == {"ihdm", "ddpm"} and js["settings"] == {"rows": 3, "cols": 3, "seed": 1}
+    ihdm, ddpm = js["results"]["ihdm"], js["results"]["ddpm"]
+    assert ihdm["sigma_blur_max_over_image_size"] == 0.5 and ddpm["sigma_blur_max_over_image_size"] is None
+    assert ihdm["noise_used"] is True and ddpm["noise_used"] is False
+    for res in (ihdm, ddpm):
+        keys = {"shape_ratio", "shape_corr_same_noise", "shape_corr_independent", "colour_var_prior_frac"}
+        assert keys <= set(res["shared_noise"])
+        assert set(res["shared_prior"]) == {"shape_dist", "shape_corr", "colour_std"}
+        fr = res["shared_noise"]
+        assert fr["colour_var_prior_frac"] + fr["colour_var_noise_frac"] + fr["colour_var_interaction_frac"] == pytest.approx(1.0)
+    assert ddpm["shared_prior"]["shape_dist"] == pytest.approx(0.0, abs=1e-6)  # DDIM eta = 0: the same x_T, the same image
+    assert ddpm["shared_noise"]["shape_dist_same_prior"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cli_errors(run_dirs, tmp_path):
+    r = runner.invoke(app, ["analyze", "disentangle", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    _one_line_error(r, "run dir not found")
+    r = runner.invoke(app, ["analyze", "disentangle", str(run_dirs["heat"]), "--out", str(tmp_path / "o"), "--rows", "1"])
+    _one_line_error(r, "rows and cols must be >= 2")
+    r = runner.invoke(app, ["analyze", "disentangle", "--help"])
+    assert r.exit_code == 0 and "--rows" in r.output and "--sample-set" in r.output

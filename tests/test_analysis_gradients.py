@@ -1,0 +1,140 @@
+"""``genproc analyze gradients``: input gradients and their locality radius on known convolutions, and the command end
+to end on tiny trained IHDM and DDPM runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_analysis_spectra import one_line_error, tiny_runs
+from typer.testing import CliRunner
+
+from genproc.analysis.gradients import (gradient_locality_summary, input_gradients, level_for_fraction, locality_radius,
+                                        parse_pixel)
+from genproc.cli import app
+from genproc.errors import GenprocError
+from genproc.run import load
+
+runner = CliRunner()
+
+
+def conv_run(kernel: torch.Tensor) -> SimpleNamespace:
+    """A 'run' whose net is the fixed convolution with ``kernel`` (2R+1, 2R+1), zero padding, level ignored."""
+    r = kernel.shape[-1] // 2
+    return SimpleNamespace(net=lambda x, k: F.conv2d(x, kernel[None, None].float(), padding=r), device=torch.device("cpu"))
+
+
+def disc(radius: int) -> torch.Tensor:
+    """Uniform disc kernel: 1 where sqrt(di^2 + dj^2) <= radius."""
+    d = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    return (torch.hypot(d[:, None], d[None, :]) <= radius + 1e-9).double()
+
+
+def lattice_radius(weights_by_distance: list[tuple[float, float]], mass: float) -> float:
+    """Independent reference: smallest distance whose cumulative weight reaches ``mass`` of the total."""
+    total, cum = sum(w for _, w in weights_by_distance), 0.0
+    for dist in sorted({d for d, _ in weights_by_distance}):
+        cum = sum(w for d, w in weights_by_distance if d <= dist)
+        if cum >= mass * total - 1e-12:
+            return dist
+    raise AssertionError
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3, 4])
+def test_locality_radius_of_a_disc_convolution(radius):
+    run = conv_run(disc(radius))
+    x = torch.rand(2, 1, 17, 17, generator=torch.Generator().manual_seed(0))
+    g = input_gradients(run, x, 3, [(0, 8, 8)])
+    assert g.shape == (1, 2, 1, 17, 17)
+    assert torch.allclose(g[0, 0, 0, 8 - radius:9 + radius, 8 - radius:9 + radius], disc(radius).float())
+    assert locality_radius(g[0, 0], (8, 8), mass=1.0) == pytest.approx(radius)
+    pts = [(float(np.hypot(i, j)), 1.0) for i in range(-radius, radius + 1) for j in range(-radius, radius + 1)
+           if np.hypot(i, j) <= radius + 1e-9]
+    assert locality_radius(g[0, 1], (0, 8, 8)) == pytest.approx(lattice_radius(pts, 0.9))
+
+
+def test_locality_radius_of_a_box_and_a_delta():
+    box = torch.ones(5, 5)
+    g = input_gradients(conv_run(box), torch.zeros(1, 1, 11, 11), 1, [(0, 5, 5)])[0, 0]
+    assert locality_radius(g, (5, 5), mass=1.0) == pytest.approx(2 * np.sqrt(2))
+    assert locality_radius(g, (5, 5), mass=5 / 25) == pytest.approx(1.0)  # the center and its 4 neighbours
+    assert locality_radius(g, (5, 5), mass=6 / 25) == pytest.approx(np.sqrt(2))  # needs the diagonal ring too
+    delta = torch.zeros(1, 9, 9)
+    delta[0, 4, 4] = -3.0
+    assert locality_radius(delta, (4, 4)) == 0.0
+    assert np.isnan(locality_radius(torch.zeros(9, 9), (4, 4)))
+    with pytest.raises(GenprocError, match="mass"):
+        locality_radius(delta, (4, 4), mass=0.0)
+
+
+def test_symmetric_kernel_same_radius_at_every_interior_pixel():
+    d = torch.arange(-3, 4, dtype=torch.float64)
+    gauss = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / 2)
+    run = conv_run(gauss)
+    pixels = [(0, i, j) for i in (3, 6, 9, 12) for j in (3, 7, 12)]
+    g = input_gradients(run, torch.rand(1, 1, 16, 16), 1, pixels)
+    radii = {locality_radius(g[p, 0], pixels[p]) for p in range(len(pixels))}
+    assert len(radii) == 1 and 0 < radii.pop() <= 3
+
+
+def test_input_gradients_rejects_pixels_outside():
+    with pytest.raises(GenprocError, match="outside"):
+        input_gradients(conv_run(disc(1)), torch.zeros(1, 1, 8, 8), 1, [(0, 8, 0)])
+    with pytest.raises(GenprocError, match="--pixel"):
+        parse_pixel("a,b")
+    assert parse_pixel("3,4") == (0, 3, 4) and parse_pixel("1,3,4") == (1, 3, 4)
+
+
+def test_level_for_fraction():
+    assert [level_for_fraction(f, 100) for f in (0.9, 0.5, 0.1, 0.02)] == [90, 50, 10, 2]
+    assert [level_for_fraction(f, 5) for f in (0.9, 0.5, 0.1, 0.02)] == [5, 3, 1, 1]  # halves round up
+    assert level_for_fraction(1.0, 1000) == 1000
+    with pytest.raises(GenprocError, match="fractions"):
+        level_for_fraction(0.0, 10)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return tiny_runs(tmp_path_factory)
+
+
+def test_gradients_command_end_to_end(runs, tmp_path):
+    out = tmp_path / "grads"
+    r = runner.invoke(app, ["analyze", "gradients", str(runs["heat"]), str(runs["ddpm"]), "--out", str(out), "--n", "4",
+                            "--pixel", "3,4"])
+    assert r.exit_code == 0, r.output
+    assert "ihdm: 90%-mass gradient radius" in r.output and "ddpm:" in r.output
+    assert (out / "gradients.png").stat().st_size > 0
+    js = json.loads((out / "gradients.json").read_text())
+    for key in ("settings", "runs", "locality", "summary", "files", "genproc_version"):
+        assert key in js, key
+    assert js["locality"]["ihdm"]["levels"] == [5, 3, 1, 1] and js["locality"]["ddpm"]["levels"] == [18, 10, 2, 1]
+    assert js["locality"]["ihdm"]["pixels"] == [[0, 3, 4], [0, 2, 2]]
+    for lab in ("ihdm", "ddpm"):
+        rows = js["locality"][lab]["by_fraction"]
+        assert [row["fraction"] for row in rows] == [0.9, 0.5, 0.1, 0.02]
+        assert all(row["n"] == 8 and 0 <= row["mean"] < 12 and row["std"] >= 0 for row in rows)
+        assert len(rows[0]["per_pixel"]["0,3,4"]["radii"]) == 4
+        assert js["summary"][lab] == pytest.approx(np.mean([row["mean"] for row in rows]))
+
+
+def test_gradient_locality_summary(runs):
+    s = gradient_locality_summary(load(runs["heat"]), n=4)
+    assert 0 <= s["grad_r90"] < 12 and s["grad_r90_std"] >= 0 and set(s["grad_r90_by_fraction"]) == {"0.9", "0.5", "0.1", "0.02"}
+
+
+def test_gradients_command_errors(runs, tmp_path):
+    def invoke(run_dir: Path, *args: str):
+        return runner.invoke(app, ["analyze", "gradients", str(run_dir), *args, "--out", str(tmp_path / "o")])
+
+    one_line_error(invoke(tmp_path / "nope"), "run dir not found")
+    one_line_error(invoke(runs["heat"], "--pixel", "9,9"), "outside")
+    one_line_error(invoke(runs["heat"], "--pixel", "1,2,3,4"), "--pixel")
+    one_line_error(invoke(runs["heat"], "--fractions", "0.5,2"), "--fractions")
+    one_line_error(invoke(runs["heat"], "--n", "0"), "--n")
+    assert not (tmp_path / "o").exists()
