@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import analyze_errors, analyze_ok
 from PIL import Image
 from test_metrics import TINY_FE, no_network  # noqa: F401 - registers the tiny stand-in extractor; a fixture
 from typer.testing import CliRunner
 
 from genproc.analysis.delta import agrees_with_paper, argmin_delta, parse_deltas
 from genproc.cli import app
-from genproc.engine import train
 from genproc.errors import GenprocError
-from genproc.recipe import recipe_from_dict
 
 runner = CliRunner()
 
@@ -46,28 +43,11 @@ def test_argmin_and_paper_agreement():
     assert agrees_with_paper(ds, None, 0.01, 1.0, 1.0) is None and agrees_with_paper(ds, 0.01, 0.0, 1.0, 1.0) is None
 
 
-def _train(root: Path, name: str, process: dict) -> Path:
-    d = json.loads(json.dumps(TINY))
-    d.update(name=f"{name}_tiny", process=process)
-    d["net"]["dropout"] = 0.0
-    d["train"]["max_steps"] = 2
-    train(recipe_from_dict(d), root / name, progress=False, log=lambda *_: None)
-    return root / name
-
-
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("delta")
-    return {"ihdm": _train(root, "ihdm", {"name": "heat", "K": 5, "sigma_blur_max": 4.0}),
-            "ddpm": _train(root, "ddpm", {"name": "ddpm", "T": 8})}
-
-
 def test_delta_command_end_to_end(tiny_runs, tmp_path, no_network):
     out = tmp_path / "d"
-    r = runner.invoke(app, ["analyze", "delta", str(tiny_runs["ihdm"]), str(tiny_runs["ddpm"]), "--out", str(out),
-                            "--deltas", "0,0.01,0.0125", "--n", "6", "--n-ref", "20", "--metrics", "fid,nll", "--grid", "4",
-                            "--extractor", TINY_FE, "--cache-dir", str(tmp_path / "cache"), "--batch-size", "6"])
-    assert r.exit_code == 0, r.output
+    r = analyze_ok("delta", tiny_runs.values(), out, "--deltas", "0,0.01,0.0125", "--n", "6", "--n-ref", "20",
+                   "--metrics", "fid,nll", "--grid", "4", "--extractor", TINY_FE, "--cache-dir", str(tmp_path / "cache"),
+                   "--batch-size", "6")
     assert "skipping ddpm" in r.output and "ihdm nll: 0: –, 0.01: " in r.output and "lowest at delta" in r.output
     assert no_network == []
     for f in ["delta_samples.png", "delta_metrics.png", "delta.json"]:
@@ -92,22 +72,13 @@ def test_delta_command_end_to_end(tiny_runs, tmp_path, no_network):
     assert not res["notes"]
 
 
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
-    for s in needles:
-        assert s in text, text
-
-
 def test_delta_errors(tiny_runs, tmp_path, no_network):
-    base = ["analyze", "delta", "--out", str(tmp_path / "x"), "--extractor", TINY_FE, "--n", "2"]
-    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ddpm"])]), "needs a heat or blur run", "ddpm")
-    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ihdm"]), "--deltas", "0.01,x"]), "--deltas", "'x' is not a number")
-    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ihdm"]), "--deltas", "-0.01"]), "--deltas", ">= 0")
-    _one_line_error(runner.invoke(app, [*base, str(tmp_path / "nope")]), "run dir not found", "nope")
-    _one_line_error(runner.invoke(app, [*base, str(tiny_runs["ihdm"]), "--metrics", "fid,prc"]), "prc", "not available")
-    assert not (tmp_path / "x").exists() and no_network == []
+    heat = tiny_runs["heat"]
+    analyze_errors("delta", tmp_path / "x", ([tiny_runs["ddpm"]], "needs a heat or blur run", "ddpm"),
+                   ([heat, "--deltas", "0.01,x"], "--deltas", "'x' is not a number"),
+                   ([heat, "--deltas", "-0.01"], "--deltas", ">= 0"), ([tmp_path / "nope"], "run dir not found", "nope"),
+                   ([heat, "--metrics", "fid,prc"], "prc", "not available"), options=("--extractor", TINY_FE, "--n", "2"))
+    assert no_network == []
 
 
 def test_help():

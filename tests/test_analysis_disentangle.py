@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_analysis_interpolation import tiny_runs
+from conftest import DDIM_4_STEPS, analyze_errors, analyze_ok
 from typer.testing import CliRunner
 
 from genproc.analysis import disentangle as dis
@@ -14,20 +14,6 @@ from genproc.cli import app
 from genproc.run import load
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory) -> dict:
-    """The tiny heat (K=5, sigma_B,max = 4 on 8 px) and DDPM (T=20) runs, shared with test_analysis_interpolation."""
-    return tiny_runs(tmp_path_factory)
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
-    for s in needles:
-        assert s in text, text
 
 
 def test_stats_on_a_perfectly_disentangled_grid():
@@ -48,8 +34,8 @@ def test_stats_on_a_perfectly_disentangled_grid():
 
 
 @pytest.mark.parametrize("process", ["heat", "ddpm"])
-def test_grids_agree_with_the_sampler(run_dirs, process):
-    run = load(run_dirs[process])
+def test_grids_agree_with_the_sampler(tiny_runs, process):
+    run = load(tiny_runs[process])
     grid, priors = dis.shared_noise_grid(run, 3, 4, seed=2, batch_size=8)
     assert grid.shape == (3, 4, 1, 8, 8) and priors.shape == (3, 1, 8, 8)
     sampled = run.sample(4, seed=2, capture_every=-1).images
@@ -61,12 +47,10 @@ def test_grids_agree_with_the_sampler(run_dirs, process):
     assert not torch.allclose(grid[0, 0], grid[0, 1])  # the noise matters (ancestral / delta > 0)
 
 
-def test_cli_end_to_end(run_dirs, tmp_path):
+def test_cli_end_to_end(tiny_runs, tmp_path):
     out = tmp_path / "dis"
-    r = runner.invoke(app, ["analyze", "disentangle", str(run_dirs["heat"]), str(run_dirs["ddpm"]), "--out", str(out),
-                            "--rows", "3", "--cols", "3", "--seed", "1", "--sample-set", "process.sampler=ddim",
-                            "--sample-set", "process.ddim_steps=4"])  # the overrides go to the DDPM run only
-    assert r.exit_code == 0, r.output
+    r = analyze_ok("disentangle", tiny_runs.values(), out, "--rows", "3", "--cols", "3", "--seed", "1",
+                   *DDIM_4_STEPS)  # the overrides go to the DDPM run only
     assert "ihdm: shape ratio" in r.output and "ddpm: shape ratio" in r.output and "(noise unused)" in r.output
     for f in ["disentangle_shared_noise.png", "disentangle_shared_prior.png", "disentangle.json"]:
         assert (out / f).stat().st_size > 0, f
@@ -85,10 +69,8 @@ def test_cli_end_to_end(run_dirs, tmp_path):
     assert ddpm["shared_noise"]["shape_dist_same_prior"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_cli_errors(run_dirs, tmp_path):
-    r = runner.invoke(app, ["analyze", "disentangle", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    _one_line_error(r, "run dir not found")
-    r = runner.invoke(app, ["analyze", "disentangle", str(run_dirs["heat"]), "--out", str(tmp_path / "o"), "--rows", "1"])
-    _one_line_error(r, "rows and cols must be >= 2")
+def test_cli_errors(tiny_runs, tmp_path):
+    analyze_errors("disentangle", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"),
+                   ([tiny_runs["heat"], "--rows", "1"], "rows and cols must be >= 2"))
     r = runner.invoke(app, ["analyze", "disentangle", "--help"])
     assert r.exit_code == 0 and "--rows" in r.output and "--sample-set" in r.output

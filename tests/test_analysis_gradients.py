@@ -4,23 +4,18 @@ to end on tiny trained IHDM and DDPM runs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_analysis_spectra import one_line_error, tiny_runs
-from typer.testing import CliRunner
+from conftest import analyze_errors, analyze_ok
 
 from genproc.analysis.gradients import (gradient_locality_summary, input_gradients, level_for_fraction, locality_radius,
                                         parse_pixel)
-from genproc.cli import app
 from genproc.errors import GenprocError
 from genproc.run import load
-
-runner = CliRunner()
 
 
 def conv_run(kernel: torch.Tensor) -> SimpleNamespace:
@@ -98,16 +93,9 @@ def test_level_for_fraction():
         level_for_fraction(0.0, 10)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return tiny_runs(tmp_path_factory)
-
-
-def test_gradients_command_end_to_end(runs, tmp_path):
+def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
     out = tmp_path / "grads"
-    r = runner.invoke(app, ["analyze", "gradients", str(runs["heat"]), str(runs["ddpm"]), "--out", str(out), "--n", "4",
-                            "--pixel", "3,4"])
-    assert r.exit_code == 0, r.output
+    r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4")
     assert "ihdm: 90%-mass gradient radius" in r.output and "ddpm:" in r.output
     assert (out / "gradients.png").stat().st_size > 0
     js = json.loads((out / "gradients.json").read_text())
@@ -123,18 +111,13 @@ def test_gradients_command_end_to_end(runs, tmp_path):
         assert js["summary"][lab] == pytest.approx(np.mean([row["mean"] for row in rows]))
 
 
-def test_gradient_locality_summary(runs):
-    s = gradient_locality_summary(load(runs["heat"]), n=4)
+def test_gradient_locality_summary(tiny_runs_no_ema):
+    s = gradient_locality_summary(load(tiny_runs_no_ema["heat"]), n=4)
     assert 0 <= s["grad_r90"] < 12 and s["grad_r90_std"] >= 0 and set(s["grad_r90_by_fraction"]) == {"0.9", "0.5", "0.1", "0.02"}
 
 
-def test_gradients_command_errors(runs, tmp_path):
-    def invoke(run_dir: Path, *args: str):
-        return runner.invoke(app, ["analyze", "gradients", str(run_dir), *args, "--out", str(tmp_path / "o")])
-
-    one_line_error(invoke(tmp_path / "nope"), "run dir not found")
-    one_line_error(invoke(runs["heat"], "--pixel", "9,9"), "outside")
-    one_line_error(invoke(runs["heat"], "--pixel", "1,2,3,4"), "--pixel")
-    one_line_error(invoke(runs["heat"], "--fractions", "0.5,2"), "--fractions")
-    one_line_error(invoke(runs["heat"], "--n", "0"), "--n")
-    assert not (tmp_path / "o").exists()
+def test_gradients_command_errors(tiny_runs_no_ema, tmp_path):
+    heat = tiny_runs_no_ema["heat"]
+    analyze_errors("gradients", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"), ([heat, "--pixel", "9,9"], "outside"),
+                   ([heat, "--pixel", "1,2,3,4"], "--pixel"), ([heat, "--fractions", "0.5,2"], "--fractions"),
+                   ([heat, "--n", "0"], "--n"))

@@ -3,55 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import DDIM_4_STEPS, analyze_errors, analyze_ok
 from typer.testing import CliRunner
 
 from genproc.analysis import interpolation as ip
 from genproc.analysis.common import reverse_chain, slerp
 from genproc.cli import app
-from genproc.engine import train
-from genproc.recipe import recipe_from_dict
 from genproc.run import load
 
 runner = CliRunner()
-PROCESSES = {"heat": {"name": "heat", "K": 5, "sigma_blur_max": 4.0}, "ddpm": {"name": "ddpm", "T": 20}}
-
-
-def _tiny(process: str) -> dict:
-    d = json.loads(json.dumps(TINY))
-    d.update(name=f"{process}_tiny", process=PROCESSES[process])
-    d["net"]["dropout"] = 0.0
-    return d
-
-
-_RUNS: dict[str, Path] = {}
-
-
-def tiny_runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny heat (K=5) and DDPM (T=20) run, trained once per session (the disentangle tests share them)."""
-    if not _RUNS:
-        root = tmp_path_factory.mktemp("analysis_runs")
-        for p in PROCESSES:
-            train(recipe_from_dict(_tiny(p)), root / p, progress=False, log=lambda *_: None)
-            _RUNS[p] = root / p
-    return _RUNS
-
-
-@pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory) -> dict[str, Path]:
-    return tiny_runs(tmp_path_factory)
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
-    for s in needles:
-        assert s in text, text
 
 
 @pytest.mark.parametrize("orthogonal", [True, False])
@@ -96,8 +59,8 @@ def test_measures_on_synthetic_paths():
 
 
 @pytest.mark.parametrize("process", ["heat", "ddpm"])
-def test_endpoints_are_the_sampler_samples(run_dirs, process):
-    run = load(run_dirs[process])
+def test_endpoints_are_the_sampler_samples(tiny_runs, process):
+    run = load(tiny_runs[process])
     frames = ip.interpolate(run, 2, 4, seed=3, batch_size=5)  # 1 pair per chunk: exercises chunking
     assert frames.shape == (2, 4, 1, 8, 8) and 0 <= float(frames.min()) and float(frames.max()) <= 1
     idx = [0, 1, 2, 3]
@@ -110,8 +73,8 @@ def test_endpoints_are_the_sampler_samples(run_dirs, process):
     assert not torch.allclose(frames[:, 1], frames[:, 0])  # the inner frames do move
 
 
-def test_summary_and_bad_input(run_dirs):
-    run = load(run_dirs["ddpm"]).with_sampling(["process.sampler=ddim", "process.ddim_steps=4"])
+def test_summary_and_bad_input(tiny_runs):
+    run = load(tiny_runs["ddpm"]).with_sampling(["process.sampler=ddim", "process.ddim_steps=4"])
     assert not ip.noise_used(run.process) and ip.prior_interpolation(run.process) == "slerp"
     row = ip.interpolation_smoothness_summary(run, pairs=2, frames=3)
     assert {"jump_ratio_mean", "path_ratio_mean", "jump_ratio_shape_mean", "path_ratio_shape_mean"} <= set(row)
@@ -122,12 +85,10 @@ def test_summary_and_bad_input(run_dirs):
         ip.interpolate(run, 1, 1)
 
 
-def test_cli_end_to_end(run_dirs, tmp_path):
+def test_cli_end_to_end(tiny_runs, tmp_path):
     out = tmp_path / "interp"
-    r = runner.invoke(app, ["analyze", "interpolation", str(run_dirs["heat"]), str(run_dirs["ddpm"]), "--out", str(out),
-                            "--pairs", "3", "--frames", "5", "--show", "2", "--sample-set", "process.sampler=ddim",
-                            "--sample-set", "process.ddim_steps=4"])  # the overrides go to the DDPM run only
-    assert r.exit_code == 0, r.output
+    r = analyze_ok("interpolation", tiny_runs.values(), out, "--pairs", "3", "--frames", "5", "--show", "2",
+                   *DDIM_4_STEPS)  # the overrides go to the DDPM run only
     assert "ihdm: jump ratio" in r.output and "ddpm: jump ratio" in r.output
     assert (out / "interpolation.png").stat().st_size > 0
     js = json.loads((out / "interpolation.json").read_text())
@@ -144,10 +105,8 @@ def test_cli_end_to_end(run_dirs, tmp_path):
         assert all(v >= 1 - 1e-9 for v in res["per_pair"]["path_ratio"])
 
 
-def test_cli_errors(run_dirs, tmp_path):
-    r = runner.invoke(app, ["analyze", "interpolation", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    _one_line_error(r, "run dir not found")
-    r = runner.invoke(app, ["analyze", "interpolation", str(run_dirs["heat"]), "--out", str(tmp_path / "o"), "--frames", "1"])
-    _one_line_error(r, "frames must be >= 2")
+def test_cli_errors(tiny_runs, tmp_path):
+    analyze_errors("interpolation", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"),
+                   ([tiny_runs["heat"], "--frames", "1"], "frames must be >= 2"))
     r = runner.invoke(app, ["analyze", "interpolation", "--help"])
     assert r.exit_code == 0 and "--pairs" in r.output and "--sample-set" in r.output

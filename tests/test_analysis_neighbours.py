@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import DDIM_4_STEPS, analyze_errors, analyze_ok
 from PIL import Image
 from typer.testing import CliRunner
 
 from genproc.analysis.neighbours import ks_statistic, memorisation_stats, nearest_neighbours
 from genproc.cli import app
 from genproc.data import TensorImageDataset
-from genproc.engine import train
 from genproc.errors import GenprocError
-from genproc.recipe import recipe_from_dict
 
 runner = CliRunner()
 
@@ -79,26 +76,10 @@ def test_memorisation_stats_flag_copies():
     assert 0.8 < alike["median_ratio_samples_to_test"] < 1.2 and 0 < alike["ks_pvalue"] <= 1
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("nbr")
-    dirs = []
-    for name, process in [("ihdm", {"name": "heat", "K": 5, "sigma_blur_max": 4.0}), ("ddpm", {"name": "ddpm", "T": 8})]:
-        d = json.loads(json.dumps(TINY))
-        d.update(name=f"{name}_tiny", process=process)
-        d["net"]["dropout"] = 0.0
-        d["train"]["max_steps"] = 2
-        train(recipe_from_dict(d), root / name, progress=False, log=lambda *_: None)
-        dirs.append(root / name)
-    return dirs
-
-
 def test_neighbours_command_end_to_end(tiny_runs, tmp_path):
     out = tmp_path / "nb"
-    r = runner.invoke(app, ["analyze", "neighbours", *map(str, tiny_runs), "--out", str(out), "--n", "5", "--k", "2",
-                            "--n-test", "30", "--batch-size", "4", "--sample-set", "process.sampler=ddim",
-                            "--sample-set", "process.ddim_steps=4"])
-    assert r.exit_code == 0, r.output
+    r = analyze_ok("neighbours", tiny_runs.values(), out, "--n", "5", "--k", "2", "--n-test", "30", "--batch-size", "4",
+                   *DDIM_4_STEPS)
     assert "ihdm: median NN distance samples" in r.output and "wrote " in r.output
     for f in ["neighbours_ihdm.png", "neighbours_ddpm.png", "neighbours_hist.png", "neighbours.json"]:
         assert (out / f).is_file(), f
@@ -119,20 +100,10 @@ def test_neighbours_command_end_to_end(tiny_runs, tmp_path):
     assert rep["results"]["ihdm"]["test"] == rep["results"]["ddpm"]["test"]
 
 
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
-    for s in needles:
-        assert s in text, text
-
-
 def test_neighbours_errors(tiny_runs, tmp_path):
-    base = ["analyze", "neighbours", "--out", str(tmp_path / "x")]
-    _one_line_error(runner.invoke(app, [*base, str(tmp_path / "nope")]), "run dir not found", "nope")
-    _one_line_error(runner.invoke(app, [*base, str(tiny_runs[0]), "--k", "65"]), "--k 65 exceeds the 64 training images")
-    _one_line_error(runner.invoke(app, [*base, str(tiny_runs[0]), "--n", "0"]), "--n must be >= 1")
-    assert not (tmp_path / "x").exists()
+    heat = tiny_runs["heat"]
+    analyze_errors("neighbours", tmp_path / "x", ([tmp_path / "nope"], "run dir not found", "nope"),
+                   ([heat, "--k", "65"], "--k 65 exceeds the 64 training images"), ([heat, "--n", "0"], "--n must be >= 1"))
 
 
 def test_help():

@@ -4,45 +4,17 @@ and the command end to end on tiny trained IHDM and DDPM runs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
-from typer.testing import CliRunner
+from conftest import analyze_errors, analyze_ok
 
 from genproc.analysis.spectra import fit_power_law, forward_levels, forward_psds, radial_bins, radial_psd
-from genproc.cli import app
 from genproc.errors import GenprocError
 from genproc.processes.ddpm import DDPMConfig, DDPMProcess
 from genproc.processes.dct import idct2
 from genproc.processes.heat import HeatConfig, HeatProcess
-
-runner = CliRunner()
-PROCESSES = {"heat": {"name": "heat", "K": 5, "sigma_blur_max": 4.0}, "ddpm": {"name": "ddpm", "T": 20}}
-
-
-def train_tiny(root: Path, process: str) -> Path:
-    """A tiny run (digits 8x8, 6 steps, ~1 s) with EMA off, so the sampled net is the trained one."""
-    from genproc.engine import train
-    from genproc.recipe import recipe_from_dict
-
-    d = json.loads(json.dumps(TINY))
-    d.update(name=f"{process}_tiny", process=PROCESSES[process])
-    d["net"]["dropout"] = 0.0
-    d["train"]["ema"] = 0.0
-    run_dir = root / process
-    train(recipe_from_dict(d), run_dir, progress=False, log=lambda *_: None)
-    return run_dir
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
-    for s in needles:
-        assert s in text, text
 
 
 def power_law_field(alpha: float, n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -117,27 +89,9 @@ def test_forward_levels():
         forward_levels(5, 0)
 
 
-_RUNS: dict[str, Path] = {}  # trained once per session, shared with test_analysis_gradients
-
-
-def tiny_runs(tmp_path_factory) -> dict[str, Path]:
-    """{"heat": run_dir, "ddpm": run_dir}: tiny trained runs (trained on first use)."""
-    if not _RUNS:
-        root = tmp_path_factory.mktemp("runs")
-        _RUNS.update({p: train_tiny(root, p) for p in PROCESSES})
-    return _RUNS
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return tiny_runs(tmp_path_factory)
-
-
-def test_spectra_command_end_to_end(runs, tmp_path):
+def test_spectra_command_end_to_end(tiny_runs_no_ema, tmp_path):
     out = tmp_path / "spectra"
-    r = runner.invoke(app, ["analyze", "spectra", str(runs["heat"]), str(runs["ddpm"]), "--out", str(out), "--n", "16",
-                            "--levels", "4", "--batch-size", "8"])
-    assert r.exit_code == 0, r.output
+    r = analyze_ok("spectra", tiny_runs_no_ema.values(), out, "--n", "16", "--levels", "4", "--batch-size", "8")
     assert "data PSD ~ 1/f^" in r.output and "ihdm:" in r.output and "ddpm:" in r.output
     assert (out / "spectra.png").stat().st_size > 0
     js = json.loads((out / "spectra.json").read_text())
@@ -158,13 +112,8 @@ def test_spectra_command_end_to_end(runs, tmp_path):
     assert js["claim"]["ddpm"]["forward_mid"]["holds"]  # the noise floor is above the data at t = T/2, trained or not
 
 
-def test_spectra_command_errors(runs, tmp_path):
-    def invoke(run_dir: Path, *args: str):
-        return runner.invoke(app, ["analyze", "spectra", str(run_dir), *args, "--out", str(tmp_path / "o")])
-
-    one_line_error(invoke(tmp_path / "nope"), "run dir not found")
-    one_line_error(invoke(runs["heat"], "--n", "0"), "--n")
-    one_line_error(invoke(runs["heat"], "--levels", "0"), "--levels")
-    one_line_error(invoke(runs["heat"], "--data-split", "val"), "--data-split")
-    one_line_error(invoke(runs["heat"], "--sample-set", "process.bogus=1"), "--sample-set")
-    assert not (tmp_path / "o").exists()
+def test_spectra_command_errors(tiny_runs_no_ema, tmp_path):
+    heat = tiny_runs_no_ema["heat"]
+    analyze_errors("spectra", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"), ([heat, "--n", "0"], "--n"),
+                   ([heat, "--levels", "0"], "--levels"), ([heat, "--data-split", "val"], "--data-split"),
+                   ([heat, "--sample-set", "process.bogus=1"], "--sample-set"))

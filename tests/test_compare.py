@@ -11,7 +11,7 @@ import pytest
 import torch
 import typer
 import yaml
-from conftest import TINY
+from conftest import PROCESSES, one_line_error, tiny_recipe
 from PIL import Image
 from safetensors.torch import load_file
 from test_metrics import TINY_FE, no_network  # noqa: F401 - registers the tiny stand-in extractor; a fixture
@@ -28,31 +28,13 @@ app = typer.Typer(pretty_exceptions_enable=False)
 app.command("compare")(compare_command)
 app.callback()(lambda: None)  # keep 'compare' a subcommand, as in genproc.cli
 runner = CliRunner()
-PROCESSES = {"ihdm": {"name": "heat", "K": 5, "sigma_blur_max": 4.0}, "blur": {"name": "blur", "K": 5, "sigma_blur_max": 4.0},
-             "ddpm": {"name": "ddpm", "T": 20}}
-
-
-def _tiny(process: str, **train: int) -> dict:
-    d = json.loads(json.dumps(TINY))
-    d.update(name=f"{process}_digits_small", process=PROCESSES[process])
-    d["net"]["dropout"] = 0.0
-    d["train"].update(train)
-    return d
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert text.startswith("error: ") and "\n" not in text and "Traceback" not in text, text
-    for s in needles:
-        assert s in text, text
 
 
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("recipes")
     for p in PROCESSES:
-        (d / f"{p}_digits_small.yaml").write_text(yaml.safe_dump(_tiny(p)))
+        (d / f"{p}_digits_small.yaml").write_text(yaml.safe_dump(tiny_recipe(p, "digits_small")))
     return d
 
 
@@ -125,7 +107,7 @@ def test_split_runs(tmp_path):
 @pytest.fixture(scope="module")
 def other_data_run(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("other") / "run"
-    tiny = _tiny("ddpm", max_steps=2)
+    tiny = tiny_recipe("ddpm", "digits_small", max_steps=2)
     tiny["data"]["max_images"] = 32
     train(recipe_from_dict(tiny), d, progress=False, log=lambda *_: None)
     return d
@@ -135,25 +117,25 @@ def test_errors(compared, recipes, other_data_run, tmp_path, no_network):
     """Cheap checks come first: none of these trains, samples or reaches for the network (FID is requested)."""
     runs = compared / "runs"
     base = ["compare", "--recipes-dir", str(recipes), "--out", str(tmp_path / "x"), "--metrics", "fid,nll"]
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "dppm"]), "unknown process 'dppm'", "did you mean 'ddpm'")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ihdm")]), "1 run dir(s) for 2")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(other_data_run)]),
+    one_line_error(runner.invoke(app, [*base, "ihdm", "dppm"]), "unknown process 'dppm'", "did you mean 'ddpm'")
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ihdm")]), "1 run dir(s) for 2")
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(other_data_run)]),
                     "first 32 images", "one data set")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ddpm"), str(runs / "ihdm")]),
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--runs", str(runs / "ddpm"), str(runs / "ihdm")]),
                     "has process 'ddpm' but was given as 'ihdm'")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "mnist", "--runs", str(runs / "ihdm"),
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "mnist", "--runs", str(runs / "ihdm"),
                                         str(runs / "ddpm")]), "not mnist")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "cifar10"]), "missing recipe", "ihdm_cifar10_small.yaml")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "digits", "--budget", "0"]), "--budget must be >= 1")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "ihdm"]), "given twice")
-    _one_line_error(runner.invoke(app, [*base, "ihdm", "--metrics", "fid,bogus"]), "unknown metric 'bogus'")
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "cifar10"]), "missing recipe", "ihdm_cifar10_small.yaml")
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ddpm", "--dataset", "digits", "--budget", "0"]), "--budget must be >= 1")
+    one_line_error(runner.invoke(app, [*base, "ihdm", "ihdm"]), "given twice")
+    one_line_error(runner.invoke(app, [*base, "ihdm", "--metrics", "fid,bogus"]), "unknown metric 'bogus'")
     assert not no_network and not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("process", list(PROCESSES))
 def test_every_process_on_the_shared_engine(process, tmp_path):
     """Train 4 steps straight, or 2 then resume to 4 (bit-exact on CPU), then sample from the checkpoint."""
-    r = recipe_from_dict(_tiny(process, max_steps=4))
+    r = recipe_from_dict(tiny_recipe(process, "digits_small", max_steps=4))
     logs: list[str] = []
     train(r, tmp_path / "a", progress=False, log=lambda *_: None)
     train(r, tmp_path / "b", max_steps=2, progress=False, log=lambda *_: None)
@@ -185,7 +167,7 @@ def test_sample_set_applies_to_the_runs_that_have_the_key(compared, tmp_path):
     assert rep["sample_overrides"] == {"ihdm": [], "ddpm": ["process.sampler=ddim", "process.ddim_steps=4"]}
     assert [row["sampling_steps"] for row in rep["rows"]] == [5, 4]
     assert "Sampling overrides for ddpm: process.sampler=ddim, process.ddim_steps=4." in (out / "report.md").read_text()
-    _one_line_error(runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"),
+    one_line_error(runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"),
                                         "--out", str(tmp_path / "y"), "--sample-set", "process.K=3"]),
                     "'process.K=3' fits none of the runs")
 
@@ -223,4 +205,4 @@ def test_sample_and_evaluate_take_sampling_overrides(compared, tmp_path):
     assert path.name.endswith("-samplerddim-ddim_steps3.json")  # does not overwrite the ancestral record
     assert json.loads(path.read_text())["sampling_overrides"] == ["process.sampler=ddim", "process.ddim_steps=3"]
     r = runner.invoke(main_app, ["sample", str(run), "--set", "process.T=5"])
-    _one_line_error(r, "'process.T' is not a sampling-time key")
+    one_line_error(r, "'process.T' is not a sampling-time key")

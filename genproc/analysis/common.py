@@ -6,10 +6,12 @@ Every analysis module ``genproc/analysis/<what>.py`` follows one shape:
 - ``compute_*(...)`` library functions that return arrays / dicts (no files);
 - ``plot_*(result, path)`` that draws one matplotlib figure (Agg backend) to ``path``;
 - ``analyze_<what>(runs, out, **options) -> dict`` that runs the analysis on one or more loaded runs
-  (:func:`genproc.load`), writes ``out/<what>*.png`` and ``out/<what>.json`` (via :func:`write_json`) and
+  (:func:`genproc.load`), writes ``out/<what>*.png`` and ``out/<what>.json`` (via :func:`write_payload`) and
   returns the JSON payload;
 - ``COMMANDS = {"<what>": typer_function}``: the ``genproc analyze <what>`` commands, collected by
-  ``genproc/cli_analyze.py``.
+  ``genproc/cli_analyze.py``; their shared options come from :func:`run_dirs_argument`, :func:`out_option`,
+  :func:`checkpoint_option`, :func:`data_root_option`, :func:`sample_set_option` and :func:`batch_size_option`, and
+  their bodies call :func:`run_analysis`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
 
 from genproc.errors import GenprocError
 
+T = TypeVar("T")
 PROCESS_LABELS = {"heat": "ihdm", "ddpm": "ddpm", "blur": "blur"}  # process registry name -> label in figures
 
 
@@ -144,6 +147,15 @@ def write_json(out: str | Path, name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def write_payload(out: str | Path, name: str, payload: dict[str, Any], *, list_json: bool = False) -> dict[str, Any]:
+    """End of an ``analyze_<what>``: write ``out/<name>.json`` (:func:`write_json`) and return ``payload``; with
+    ``list_json`` the returned payload also names the file in ``payload["files"]["json"]`` (the file itself does not)."""
+    path = write_json(out, name, payload)
+    if list_json:
+        payload["files"]["json"] = path.name
+    return payload
+
+
 def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """``plt.subplots`` on the Agg backend (no display needed)."""
     import matplotlib
@@ -165,9 +177,73 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     return path
 
 
-def fail(e: Exception) -> None:
+def fail(e: Exception) -> NoReturn:
     """For the analysis commands: print a GenprocError as one line ``error: ...`` and exit 2."""
     import typer
 
     typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)
     raise typer.Exit(2)
+
+
+def require_positive(name: str, value: int) -> None:
+    """``name must be >= 1, got value`` unless ``value`` >= 1 (``name``: the option, e.g. ``--batch-size``)."""
+    if value < 1:
+        raise GenprocError(f"{name} must be >= 1, got {value}")
+
+
+def run_analysis(run_dirs: Sequence[str | Path], analyze: Callable[[list[Any]], T], *, checkpoint: str | None = None,
+                 data_root: str | None = None, sample_set: Sequence[str] = (), check: Callable[[], Any] | None = None) -> T:
+    """The body of a ``genproc analyze`` command: ``check()`` (option checks that need no run), then
+    ``analyze(runs)`` on the loaded runs (:func:`load_runs`); a GenprocError from any step ends the command
+    with one line ``error: ...`` and exit code 2 (:func:`fail`)."""
+    try:
+        if check is not None:
+            check()
+        return analyze(load_runs(run_dirs, checkpoint, data_root, sample_set))
+    except GenprocError as e:
+        fail(e)
+
+
+# Arguments and options shared by the ``genproc analyze`` commands (a fresh typer.Argument / typer.Option per command).
+
+def run_dirs_argument(help: str = "Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run).") -> Any:
+    """The run directories (one or more, required)."""
+    import typer
+
+    return typer.Argument(..., help=help)
+
+
+def out_option(analysis: str, help: str) -> Any:
+    """``--out``: the output folder, by default ``analysis_out/<analysis>``."""
+    import typer
+
+    return typer.Option(Path(f"analysis_out/{analysis}"), "--out", help=help)
+
+
+def checkpoint_option() -> Any:
+    """``--checkpoint``: which checkpoint of each run to load."""
+    import typer
+
+    return typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest).")
+
+
+def data_root_option(help: str = "Data folder, if it moved since training.") -> Any:
+    """``--data-root``: where the run's data set is now."""
+    import typer
+
+    return typer.Option(None, "--data-root", help=help)
+
+
+def sample_set_option() -> Any:
+    """``--sample-set KEY=VALUE`` (repeatable): sampling-time overrides, see :func:`load_runs`."""
+    import typer
+
+    return typer.Option([], "--sample-set", help="Sampling-time override for the runs that have the key, "
+                                                 "e.g. --sample-set process.sampler=ddim (repeatable).")
+
+
+def batch_size_option(help: str = "Images per forward pass (does not change the results).") -> Any:
+    """``--batch-size`` (default 64)."""
+    import typer
+
+    return typer.Option(64, "--batch-size", help=help)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import typer
 
-from genproc.analysis.common import fail, load_runs, new_figure, run_info, save_figure, unique_labels, write_json
+from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
+                                     run_analysis, run_dirs_argument, run_info, save_figure, unique_labels, write_payload)
 from genproc.errors import GenprocError
 
 DEFAULT_DELTAS = (0.0, 0.005, 0.01, 0.0125, 0.015, 0.02)
@@ -260,14 +261,12 @@ def analyze_delta(runs: Sequence[Any], out: str | Path, *, deltas: Sequence[floa
         "results": results,
         "files": files,
     }
-    payload["files"]["json"] = write_json(out, "delta", payload).name
-    return payload
+    return write_payload(out, "delta", payload, list_json=True)
 
 
 def delta_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Heat (IHDM) or blur run directories; DDPM runs are skipped (no delta)."),
-    out: Path = typer.Option(Path("analysis_out/delta"), "--out",
-                           help="Folder for delta_samples.png, delta_metrics.png, delta.json."),
+    run_dirs: list[Path] = run_dirs_argument("Heat (IHDM) or blur run directories; DDPM runs are skipped (no delta)."),
+    out: Path = out_option("delta", "Folder for delta_samples.png, delta_metrics.png, delta.json."),
     deltas: str = typer.Option(",".join(f"{d:g}" for d in DEFAULT_DELTAS), "--deltas",
                                help="Comma-separated sampling noise values (>= 0)."),
     n: int = typer.Option(500, "--n", help="Samples per delta for FID/KID; test images for NLL."),
@@ -280,24 +279,20 @@ def delta_command(
     seed: int = typer.Option(0, "--seed",
                             help="Seed for grids, samples, dequantisation and ELBO noise (the same at every delta)."),
     grid: int = typer.Option(8, "--grid", help="Samples in each delta's grid."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
+    batch_size: int = batch_size_option(),
+    checkpoint: Optional[str] = checkpoint_option(),
+    data_root: Optional[str] = data_root_option(),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache for FID/KID."),
     extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
 ) -> None:
     """Sec. 4 / App. C.1: sweep the sampling noise delta of heat/blur runs: sample grids (Fig. 6), FID and NLL vs delta
     (Fig. 11)."""
-    try:
-        delta_list = parse_deltas(deltas)
-        parse_sweep_metrics(metrics)
-        runs = load_runs(run_dirs, checkpoint, data_root)
-        res = analyze_delta(runs, out, deltas=delta_list, n=n, metrics=metrics, seed=seed, inception_weights=inception_weights,
-                            extractor=extractor, cache_dir=cache_dir, n_ref=n_ref, grid=grid, batch_size=batch_size,
-                            log=lambda m: typer.echo(m, err=True))
-    except GenprocError as e:
-        fail(e)
-        return
+    res = run_analysis(
+        run_dirs, lambda runs: analyze_delta(runs, out, deltas=deltas, n=n, metrics=metrics, seed=seed,
+                                             inception_weights=inception_weights, extractor=extractor, cache_dir=cache_dir,
+                                             n_ref=n_ref, grid=grid, batch_size=batch_size,
+                                             log=lambda m: typer.echo(m, err=True)),
+        checkpoint=checkpoint, data_root=data_root, check=lambda: (parse_deltas(deltas), parse_sweep_metrics(metrics)))
     for lab, r in res["results"].items():
         for m, vals in r["values"].items():
             cells = ", ".join(f"{d:g}: {'–' if v is None else f'{v:.4g}'}" for d, v in zip(res["settings"]["deltas"], vals))

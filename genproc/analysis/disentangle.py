@@ -32,6 +32,7 @@ explained by the prior (rows), by the noise (columns) and their interaction (fra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -39,8 +40,11 @@ import numpy as np
 import torch
 import typer
 
-from genproc.analysis.common import fail, load_runs, new_figure, reverse_chain, run_info, save_figure, unique_labels, write_json
-from genproc.analysis.interpolation import StepNoise, image_mosaic, noise_used, prior_states, show_mosaic
+from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
+                                     require_positive, reverse_chain, run_analysis, run_dirs_argument, run_info,
+                                     sample_set_option, save_figure, unique_labels, write_payload)
+from genproc.analysis.interpolation import (IHDM_DATA_ROOT_HELP, StepNoise, image_mosaic, noise_used, prior_states,
+                                           show_mosaic)
 from genproc.errors import GenprocError
 
 
@@ -163,33 +167,39 @@ def _figure(n: int, rows: int, cols: int) -> tuple[Any, Any]:
     return new_figure(1, n, squeeze=False, figsize=(n * max(3.2, 0.42 * (cols + 1.3) + 0.6), 0.42 * rows + 1.4))
 
 
+def _plot_panels(result: dict[str, dict[str, Any]], key: str, path: str | Path,
+                 panel: Callable[[str, dict[str, Any]], tuple[np.ndarray, str]]) -> Path:
+    """One panel per run: ``panel(label, result[label][key])`` gives its mosaic and title."""
+    if not result:
+        raise GenprocError("nothing to plot: no disentangle results")
+    first = next(iter(result.values()))[key]["grid"]
+    fig, axes = _figure(len(result), first.shape[0], first.shape[1])
+    for ax, (lab, r) in zip(axes[0], result.items()):
+        show_mosaic(ax, *panel(lab, r[key]))
+    return save_figure(fig, path)
+
+
 def plot_shared_noise(result: dict[str, dict[str, Any]], path: str | Path) -> Path:
     """One panel per run (label -> :func:`compute_disentangle` result): the prior states (left column, one per row)
     and the grid whose columns share the noise."""
-    if not result:
-        raise GenprocError("nothing to plot: no disentangle results")
-    first = next(iter(result.values()))["shared_noise"]["grid"]
-    fig, axes = _figure(len(result), first.shape[0], first.shape[1])
-    for ax, (lab, r) in zip(axes[0], result.items()):
-        g, pri, st = r["shared_noise"]["grid"], r["shared_noise"]["priors"], r["shared_noise"]["stats"]
-        show_mosaic(ax, _beside(image_mosaic(pri[:, None]), image_mosaic(g)),
-                    f"{lab}: each column shares the noise,\neach row the prior state (left)\n"
-                    f"shape ratio {st['shape_ratio']:.2f}, colour var. from prior {st['colour_var_prior_frac']:.0%}")
-    return save_figure(fig, path)
+    def panel(lab: str, r: dict[str, Any]) -> tuple[np.ndarray, str]:
+        st = r["stats"]
+        return (_beside(image_mosaic(r["priors"][:, None]), image_mosaic(r["grid"])),
+                f"{lab}: each column shares the noise,\neach row the prior state (left)\n"
+                f"shape ratio {st['shape_ratio']:.2f}, colour var. from prior {st['colour_var_prior_frac']:.0%}")
+
+    return _plot_panels(result, "shared_noise", path, panel)
 
 
 def plot_shared_prior(result: dict[str, dict[str, Any]], path: str | Path) -> Path:
     """One panel per run: the shared prior state (top left) and the samples that all start from it."""
-    if not result:
-        raise GenprocError("nothing to plot: no disentangle results")
-    first = next(iter(result.values()))["shared_prior"]["grid"]
-    fig, axes = _figure(len(result), first.shape[0], first.shape[1])
-    for ax, (lab, r) in zip(axes[0], result.items()):
-        g, pri, st = r["shared_prior"]["grid"], r["shared_prior"]["prior"], r["shared_prior"]["stats"]
-        show_mosaic(ax, _beside(image_mosaic(pri[None, None]), image_mosaic(g)),
-                    f"{lab}: every sample starts from\nthe one prior state (top left)\n"
-                    f"shape corr {st['shape_corr']:.2f}, colour std {st['colour_std']:.3f}")
-    return save_figure(fig, path)
+    def panel(lab: str, r: dict[str, Any]) -> tuple[np.ndarray, str]:
+        st = r["stats"]
+        return (_beside(image_mosaic(r["prior"][None, None]), image_mosaic(r["grid"])),
+                f"{lab}: every sample starts from\nthe one prior state (top left)\n"
+                f"shape corr {st['shape_corr']:.2f}, colour std {st['colour_std']:.3f}")
+
+    return _plot_panels(result, "shared_prior", path, panel)
 
 
 def analyze_disentangle(runs: Sequence[Any], out: str | Path, *, rows: int = 6, cols: int = 6, seed: int = 0,
@@ -211,31 +221,26 @@ def analyze_disentangle(runs: Sequence[Any], out: str | Path, *, rows: int = 6, 
                                  "sigma_blur_max_over_image_size": r["sigma_blur_max_over_image_size"]}
                            for lab, r in results.items()},
                "files": files}
-    write_json(out, "disentangle", payload)
-    return payload
+    return write_payload(out, "disentangle", payload)
 
 
 def disentangle_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run)."),
-    out: Path = typer.Option(Path("analysis_out/disentangle"), "--out", help="Folder for the two PNG grids and the JSON."),
+    run_dirs: list[Path] = run_dirs_argument(),
+    out: Path = out_option("disentangle", "Folder for the two PNG grids and the JSON."),
     rows: int = typer.Option(6, "--rows", help="Prior states (rows of the shared-noise grid); >= 2."),
     cols: int = typer.Option(6, "--cols", help="Noise sequences (columns of the shared-noise grid); >= 2."),
     seed: int = typer.Option(0, "--seed", help="Seed: prior r and noise c are those of 'genproc sample --seed' samples r and c."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder for the IHDM prior, if it moved."),
-    sample_set: list[str] = typer.Option([], "--sample-set", help="Sampling-time override for the runs that have the key, "
-                                         "e.g. --sample-set process.sampler=ddim (repeatable)."),
+    batch_size: int = batch_size_option(),
+    checkpoint: Optional[str] = checkpoint_option(),
+    data_root: Optional[str] = data_root_option(IHDM_DATA_ROOT_HELP),
+    sample_set: list[str] = sample_set_option(),
 ) -> None:
     """Shared noise with different priors (do columns keep their shape while rows change colour?) and a shared
     prior with different noise; writes two image grids and the numbers."""
-    try:
-        if batch_size < 1:
-            raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
-        runs = load_runs(run_dirs, checkpoint, data_root, sample_set)
-        payload = analyze_disentangle(runs, out, rows=rows, cols=cols, seed=seed, batch_size=batch_size)
-    except GenprocError as e:
-        fail(e)
+    payload = run_analysis(
+        run_dirs, lambda runs: analyze_disentangle(runs, out, rows=rows, cols=cols, seed=seed, batch_size=batch_size),
+        checkpoint=checkpoint, data_root=data_root, sample_set=sample_set,
+        check=lambda: require_positive("--batch-size", batch_size))
     for lab, r in payload["results"].items():
         st = r["shared_noise"]
         typer.echo(f"{lab}: shape ratio (same noise / independent) {st['shape_ratio']:.3f}, shape corr same noise "

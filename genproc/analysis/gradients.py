@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import typer
 
-from genproc.analysis.common import fail, load_runs, new_figure, run_info, save_figure, unique_labels, write_json
+from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
+                                     run_analysis, run_dirs_argument, run_info, save_figure, unique_labels, write_payload)
 from genproc.errors import GenprocError
 
 DEFAULT_FRACTIONS = (0.9, 0.5, 0.1, 0.02)
@@ -249,8 +250,7 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
                             | {"by_fraction": r["table"]} for lab, r in locality.items()},
                "summary": {lab: r["mean_radius"] for lab, r in locality.items()},
                "files": {"figure": "gradients.png"}}
-    write_json(out, "gradients", payload)
-    return payload
+    return write_payload(out, "gradients", payload)
 
 
 def parse_pixel(text: str | None) -> Pixel | None:
@@ -278,8 +278,8 @@ def parse_fractions(text: str) -> list[float]:
 
 
 def gradients_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run)."),
-    out: Path = typer.Option(Path("analysis_out/gradients"), "--out", help="Output folder for gradients.png and gradients.json."),
+    run_dirs: list[Path] = run_dirs_argument(),
+    out: Path = out_option("gradients", "Output folder for gradients.png and gradients.json."),
     n: int = typer.Option(16, "--n", help="Training images whose forward-process states are probed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the forward-process noise."),
     fractions: str = typer.Option(",".join(map(str, DEFAULT_FRACTIONS)), "--fractions",
@@ -287,19 +287,15 @@ def gradients_command(
                                        "comma-separated."),
     pixel: Optional[str] = typer.Option(None, "--pixel", help="Output pixel ROW,COL or CHANNEL,ROW,COL drawn in the figure "
                                                               "(default: the center; statistics also use (0, H//4, W//4))."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
+    batch_size: int = batch_size_option(),
+    checkpoint: Optional[str] = checkpoint_option(),
+    data_root: Optional[str] = data_root_option(),
 ) -> None:
     """Input gradients of the network (Fig. 8): maps for one output pixel at several points of each chain, and the
     radius holding 90% of the |gradient| (small and round for IHDM, wider for DDPM)."""
-    try:
-        runs = load_runs(run_dirs, checkpoint, data_root)
-        res = analyze_gradients(runs, out, n=n, seed=seed, fractions=parse_fractions(fractions), pixel=parse_pixel(pixel),
-                                batch_size=batch_size)
-    except GenprocError as e:
-        fail(e)
-        return
+    res = run_analysis(run_dirs, lambda runs: analyze_gradients(runs, out, n=n, seed=seed, fractions=parse_fractions(fractions),
+                                                                pixel=parse_pixel(pixel), batch_size=batch_size),
+                       checkpoint=checkpoint, data_root=data_root)
     for lab, loc in res["locality"].items():
         parts = [f"k={t['level']}: {t['mean']:.2f}±{t['std']:.2f}" if t["mean"] is not None else f"k={t['level']}: –"
                  for t in loc["by_fraction"]]

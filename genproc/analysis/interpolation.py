@@ -50,11 +50,13 @@ import numpy as np
 import torch
 import typer
 
-from genproc.analysis.common import (fail, load_runs, new_figure, reverse_chain, run_info, save_figure, slerp, unique_labels,
-                                     write_json)
+from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
+                                     require_positive, reverse_chain, run_analysis, run_dirs_argument, run_info,
+                                     sample_set_option, save_figure, slerp, unique_labels, write_payload)
 from genproc.errors import GenprocError
 
 MEASURES = ("jump_ratio", "path_ratio", "jump_ratio_shape", "path_ratio_shape")
+IHDM_DATA_ROOT_HELP = "Data folder for the IHDM prior, if it moved."  # --data-root of the commands that draw IHDM priors
 
 
 # -- the normal sampler's randomness, reproduced per sample
@@ -306,35 +308,30 @@ def analyze_interpolation(runs: Sequence[Any], out: str | Path, *, pairs: int = 
                "runs": run_info(runs),
                "results": {lab: {k: v for k, v in r.items() if k != "frames"} for lab, r in results.items()},
                "files": {"figure": str(fig)}}
-    write_json(out, "interpolation", payload)
-    return payload
+    return write_payload(out, "interpolation", payload)
 
 
 def interpolation_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run)."),
-    out: Path = typer.Option(Path("analysis_out/interpolation"), "--out", help="Folder for interpolation.png and .json."),
+    run_dirs: list[Path] = run_dirs_argument(),
+    out: Path = out_option("interpolation", "Folder for interpolation.png and .json."),
     pairs: int = typer.Option(16, "--pairs", help="Pairs of samples to interpolate between (sample 2p and 2p+1 of --seed)."),
     frames: int = typer.Option(11, "--frames", help="Frames per interpolation, endpoints included (>= 2)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the endpoint samples (the same as 'genproc sample --seed')."),
     show: int = typer.Option(4, "--show", help="Pairs drawn in the figure per run."),
     lowpass_sigma: Optional[float] = typer.Option(
         None, "--lowpass-sigma", help="sigma_B (px) of the shape features' low-pass (default image size/16, >= 1)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder for the IHDM prior, if it moved."),
-    sample_set: list[str] = typer.Option([], "--sample-set", help="Sampling-time override for the runs that have the key, "
-                                         "e.g. --sample-set process.sampler=ddim (repeatable)."),
+    batch_size: int = batch_size_option(),
+    checkpoint: Optional[str] = checkpoint_option(),
+    data_root: Optional[str] = data_root_option(IHDM_DATA_ROOT_HELP),
+    sample_set: list[str] = sample_set_option(),
 ) -> None:
     """Interpolate between samples: IHDM lerps the prior u_K and slerps every step's noise, DDPM slerps x_T and the noise.
     Measures smoothness per pair (jump ratio, path ratio, in pixels and in a low-pass shape space)."""
-    try:
-        if batch_size < 1:
-            raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
-        runs = load_runs(run_dirs, checkpoint, data_root, sample_set)
-        payload = analyze_interpolation(runs, out, pairs=pairs, frames=frames, seed=seed, show=show, lowpass_sigma=lowpass_sigma,
-                                        batch_size=batch_size)
-    except GenprocError as e:
-        fail(e)
+    payload = run_analysis(
+        run_dirs, lambda runs: analyze_interpolation(runs, out, pairs=pairs, frames=frames, seed=seed, show=show,
+                                                     lowpass_sigma=lowpass_sigma, batch_size=batch_size),
+        checkpoint=checkpoint, data_root=data_root, sample_set=sample_set,
+        check=lambda: require_positive("--batch-size", batch_size))
     for lab, r in payload["results"].items():
         j, p = r["aggregates"]["jump_ratio"], r["aggregates"]["path_ratio"]
         js, ps = r["aggregates"]["jump_ratio_shape"], r["aggregates"]["path_ratio_shape"]

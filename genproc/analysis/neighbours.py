@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import typer
 
-from genproc.analysis.common import (fail, load_runs, new_figure, run_info, save_figure, unique_labels,
-                                     write_json)
+from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
+                                     run_analysis, run_dirs_argument, run_info, sample_set_option, save_figure, unique_labels,
+                                     write_payload)
 from genproc.errors import GenprocError
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -263,32 +264,27 @@ def analyze_neighbours(runs: Sequence[Any], out: str | Path, *, n: int = 64, k: 
                     for lab, r in results.items()},
         "files": files,
     }
-    payload["files"]["json"] = write_json(out, "neighbours", payload).name
-    return payload
+    return write_payload(out, "neighbours", payload, list_json=True)
 
 
 def neighbours_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by 'genproc train' (any process)."),
-    out: Path = typer.Option(Path("analysis_out/neighbours"), "--out", help="Folder for the PNGs and neighbours.json."),
+    run_dirs: list[Path] = run_dirs_argument("Run directories written by 'genproc train' (any process)."),
+    out: Path = out_option("neighbours", "Folder for the PNGs and neighbours.json."),
     n: int = typer.Option(64, "--n", help="Generated samples per run."),
     k: int = typer.Option(3, "--k", help="Nearest training images shown per sample."),
     n_test: int = typer.Option(1000, "--n-test",
                                help="Held-out test images (the first N of the test split) for the reference distribution."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per sampling pass (does not change the results)."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
-    sample_set: list[str] = typer.Option([], "--sample-set", help="Sampling-time override for the runs that have the key, "
-                                         "e.g. --sample-set process.sampler=ddim (repeatable)."),
+    batch_size: int = batch_size_option("Images per sampling pass (does not change the results)."),
+    checkpoint: Optional[str] = checkpoint_option(),
+    data_root: Optional[str] = data_root_option(),
+    sample_set: list[str] = sample_set_option(),
 ) -> None:
     """App. D.4: samples beside their nearest training images, and NN distances of samples vs test images (memorisation check)."""
-    try:
-        runs = load_runs(run_dirs, checkpoint, data_root, sample_set)
-        res = analyze_neighbours(runs, out, n=n, k=k, n_test=n_test, seed=seed, batch_size=batch_size,
-                                 log=lambda m: typer.echo(m, err=True))
-    except GenprocError as e:
-        fail(e)
-        return
+    res = run_analysis(
+        run_dirs, lambda runs: analyze_neighbours(runs, out, n=n, k=k, n_test=n_test, seed=seed, batch_size=batch_size,
+                                                  log=lambda m: typer.echo(m, err=True)),
+        checkpoint=checkpoint, data_root=data_root, sample_set=sample_set)
     for lab, r in res["results"].items():
         s, t = r["samples"], r["test"]
         typer.echo(f"{lab}: median NN distance samples {s['median']:.3f} vs test {t['median']:.3f}; "

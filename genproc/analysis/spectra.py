@@ -31,7 +31,9 @@ import numpy as np
 import torch
 import typer
 
-from genproc.analysis.common import fail, load_runs, new_figure, run_info, save_figure, unique_labels, write_json
+from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
+                                     run_analysis, run_dirs_argument, run_info, sample_set_option, save_figure, unique_labels,
+                                     write_payload)
 from genproc.errors import GenprocError
 from genproc.processes.dct import dct2
 
@@ -310,33 +312,28 @@ def analyze_spectra(runs: Sequence[Any], out: str | Path, *, n: int = 64, seed: 
     payload = {"analysis": "spectra", "settings": {"n": n, "seed": seed, "levels": levels, "batch_size": batch_size,
                                                   "data_split": data_split, "high_freq_min": HIGH_FREQ_MIN},
                "units": UNITS, "runs": run_info(runs), **result, "files": {"figure": "spectra.png"}}
-    write_json(out, "spectra", payload)
-    return payload
+    return write_payload(out, "spectra", payload)
 
 
 def spectra_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run "
-                                                    "on one data set)."),
-    out: Path = typer.Option(Path("analysis_out/spectra"), "--out", help="Output folder for spectra.png and spectra.json."),
+    run_dirs: list[Path] = run_dirs_argument("Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run on "
+                                             "one data set)."),
+    out: Path = out_option("spectra", "Output folder for spectra.png and spectra.json."),
     n: int = typer.Option(64, "--n", help="Data images (PSD, forward process) and generated samples (generative PSDs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the forward-process noise and of the samples."),
     levels: int = typer.Option(8, "--levels", help="About this many levels per process (forward: k = round(j K / levels); "
                                                    "generative: every S // levels of the S sampling steps)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass (does not change the results)."),
+    batch_size: int = batch_size_option("Samples per forward pass (does not change the results)."),
     data_split: str = typer.Option("train", "--data-split", help="Data images from the train or test split."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
-    sample_set: list[str] = typer.Option([], "--sample-set", help="Sampling-time override for the runs that have the key, e.g. "
-                                                                  "--sample-set process.sampler=ddim (repeatable)."),
+    checkpoint: Optional[str] = checkpoint_option(),
+    data_root: Optional[str] = data_root_option(),
+    sample_set: list[str] = sample_set_option(),
 ) -> None:
     """Power spectral densities (Fig. 4): data PSD and 1/f^alpha fit, PSDs along the forward process and the generative
     trajectory of each run, and whether IHDM approaches the data PSD from below and DDPM from above."""
-    try:
-        runs = load_runs(run_dirs, checkpoint, data_root, sample_set)
-        res = analyze_spectra(runs, out, n=n, seed=seed, levels=levels, batch_size=batch_size, data_split=data_split)
-    except GenprocError as e:
-        fail(e)
-        return
+    res = run_analysis(run_dirs, lambda runs: analyze_spectra(runs, out, n=n, seed=seed, levels=levels, batch_size=batch_size,
+                                                              data_split=data_split),
+                       checkpoint=checkpoint, data_root=data_root, sample_set=sample_set)
     typer.echo(f"data PSD ~ 1/f^{res['data']['alpha']:.2f} ({res['data']['n']} {data_split} images)")
     for lab, c in res["claim"].items():
         g = c["generative_halfway"]
