@@ -31,6 +31,7 @@ def compare_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder of the data set (overrides data.root and $GENPROC_DATA)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Training steps for every process (default: the recipes' train.max_steps, if equal)."),
     n: int = typer.Option(1000, "--n", help="Generated samples for fid/kid, test images for nll; the same for every process."),
+    n_ref: Optional[int] = typer.Option(None, "--n-ref", help="FID/KID reference: the first N test images (default: all)."),
     metrics: str = typer.Option("fid,kid,nll", "--metrics", help="Comma-separated: fid, kid, prc, nll."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="InceptionV3 weights file for torch-fidelity (offline); env GENPROC_INCEPTION_WEIGHTS."),
     out: Path = typer.Option(Path("compare"), "--out", help="Report folder; runs are trained into <out>/runs/<process> (rerun to resume)."),
@@ -54,7 +55,7 @@ def compare_command(
         names, run_dirs = split_runs(processes, runs or [])
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
-                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sample_overrides=sample_set,
+                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sample_overrides=sample_set, n_ref=n_ref,
                          progress=sys.stderr.isatty(), log=log)
     except GenprocError as e:
         typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)

@@ -187,7 +187,7 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             budget: int | None = None, n: int = 1000, metrics: str = "fid,kid,nll", out: str | Path = "compare",
             data_root: str | None = None, overrides: Sequence[str] = (), recipes_dir: str | Path | None = None,
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
-            seed: int = 0, grid_n: int = 16, batch_size: int = 64, sample_overrides: Sequence[str] = (),
+            seed: int = 0, grid_n: int = 16, batch_size: int = 64, sample_overrides: Sequence[str] = (), n_ref: int | None = None,
             progress: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
     dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match).
@@ -231,14 +231,15 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     entries = []
     for name, run in zip(names, loaded):
         log(f"== {name}: evaluating {', '.join(metric_list)} on {n} samples/images (seed {seed})")
-        recs = evaluate(run, metric_list, n=n, seed=seed, batch_size=batch_size, data_root=data_root, extractor=extractor,
+        recs = evaluate(run, metric_list, n=n, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
+                        extractor=extractor,
                         inception_weights=inception_weights, cache_dir=cache_dir, progress=progress, log=log)
         if getattr(run.process, "needs_data_for_prior", False):
             run.data  # noqa: B018 - load the prior's data before timing the sampler
         t0 = time.perf_counter()
         res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
         entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed))
-    return write_report(entries, out, {"budget_steps": budget, "n": n, "seed": seed, "metrics": metric_list,
+    return write_report(entries, out, {"budget_steps": budget, "n": n, "n_ref": n_ref, "seed": seed, "metrics": metric_list,
                                        "sample_overrides": {e.name: list(e.run.sampling) for e in entries}})
 
 
@@ -278,7 +279,7 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
     return "\n".join([
         f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
-        f"{report['n']} samples/images, seed {report['seed']}; genproc {report['genproc_version']}, {report['created']}.",
+        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}; genproc {report['genproc_version']}, {report['created']}.",
         *[f"Sampling overrides for {k}: {', '.join(v)}." for k, v in report.get("sample_overrides", {}).items() if v],
         "", report["table"], "", *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
         f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "

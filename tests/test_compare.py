@@ -82,10 +82,12 @@ def test_runs_with_fid_kid_standin_extractor(compared, tmp_path):
     runs = compared / "runs"
     out = tmp_path / "again"
     r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics",
-                            "fid,kid", "--extractor", TINY_FE, "--n", "8", "--out", str(out), "--grid", "2",
+                            "fid,kid", "--extractor", TINY_FE, "--n", "8", "--n-ref", "16", "--out", str(out), "--grid", "2",
                             "--cache-dir", str(tmp_path / "cache")])
     assert r.exit_code == 0, r.output
-    rows = json.loads((out / "report.json").read_text())["rows"]
+    rep = json.loads((out / "report.json").read_text())
+    rows = rep["rows"]
+    assert rep["n_ref"] == 16 and all(r["reference"]["size"] == 16 for recs in rep["records"].values() for r in recs)
     assert all(row["fid"] >= 0 and "kid_std" in row and "nll" not in row for row in rows)
     assert "| ihdm | " in r.output and "| – |" in r.output  # the table is printed; NLL not measured
 
