@@ -116,7 +116,7 @@ def measure_interpolation(e: Entry) -> dict[str, Any]:
 
 
 def measure_gradients(e: Entry) -> dict[str, Any]:
-    """Input-gradient locality (genproc.analysis.gradients): mean 90%-mass radius in pixels."""
+    """Input-gradient locality (genproc.analysis.gradients): mean 50%- and 90%-mass radii in pixels, circular symmetry."""
     from genproc.analysis.gradients import gradient_locality_summary
 
     return gradient_locality_summary(e.run, seed=e.seed)
@@ -134,7 +134,7 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("budget steps", _num("budget_steps", "d")),
     ("interp. jump ratio px / shape", _pair("jump_ratio_mean", "jump_ratio_shape_mean")),
     ("interp. path ratio px / shape", _pair("path_ratio_mean", "path_ratio_shape_mean")),
-    ("grad. r90 px", _num("grad_r90", ".2f")),
+    ("grad. r50 / r90 px", _pair("grad_r50", "grad_r90")), ("grad. symmetry", _num("grad_symmetry", ".2f")),
 ]
 
 
@@ -291,6 +291,9 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         "- interp. jump ratio: max / mean distance between consecutive frames of an interpolation (1 = even steps), "
         "path ratio: path length / endpoint distance (1 = straight); mean over 8 pairs x 9 frames, in pixels / in a "
         "blurred, mean-removed 'shape' space (genproc.analysis.interpolation).",
-        "- grad. r90: radius (pixels) holding 90% of the input-gradient mass of an output pixel, mean over levels, "
-        "pixels and images (genproc.analysis.gradients).", "", "## Recipes", "",
+        "- grad. r50 / r90: radii (pixels) holding 50% / 90% of the |input gradient| mass of an output pixel (r90 also "
+        "counts the diffuse low-level background, r50 the compact core); grad. symmetry: 1 - ||g - g_rad||² / ||g||², "
+        "g_rad the map's mean over rings of equal rounded distance, in the largest disc around the pixel that fits in the "
+        "image (1 = circularly symmetric, ~0 = no radial structure); means over levels, pixels and images "
+        "(genproc.analysis.gradients).", "", "## Recipes", "",
         *[f"- [{e.name}](recipes/{e.name}.yaml): run `{e.run.run_dir}`" for e in entries]]) + "\n"

@@ -1,5 +1,5 @@
-"""``genproc analyze gradients``: input gradients and their locality radius on known convolutions, and the command end
-to end on tiny trained IHDM and DDPM runs."""
+"""``genproc analyze gradients``: input gradients, their locality radii (r50, r90) and circular symmetry on known
+convolutions and maps, and the command end to end on tiny trained IHDM and DDPM runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from conftest import analyze_errors, analyze_ok
 
-from genproc.analysis.gradients import (gradient_locality_summary, input_gradients, level_for_fraction, locality_radius,
-                                        parse_pixel)
+from genproc.analysis.gradients import (circular_symmetry, gradient_locality_summary, input_gradients, level_for_fraction,
+                                        locality_radii, locality_radius, mass_key, parse_pixel)
 from genproc.errors import GenprocError
 from genproc.run import load
 
@@ -28,6 +28,12 @@ def disc(radius: int) -> torch.Tensor:
     """Uniform disc kernel: 1 where sqrt(di^2 + dj^2) <= radius."""
     d = torch.arange(-radius, radius + 1, dtype=torch.float64)
     return (torch.hypot(d[:, None], d[None, :]) <= radius + 1e-9).double()
+
+
+def gauss(radius: int, sigma: float) -> torch.Tensor:
+    """Isotropic Gaussian kernel exp(-(di^2 + dj^2) / (2 sigma^2)), (2R+1, 2R+1)."""
+    d = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    return torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma ** 2))
 
 
 def lattice_radius(weights_by_distance: list[tuple[float, float]], mass: float) -> float:
@@ -51,6 +57,44 @@ def test_locality_radius_of_a_disc_convolution(radius):
     pts = [(float(np.hypot(i, j)), 1.0) for i in range(-radius, radius + 1) for j in range(-radius, radius + 1)
            if np.hypot(i, j) <= radius + 1e-9]
     assert locality_radius(g[0, 1], (0, 8, 8)) == pytest.approx(lattice_radius(pts, 0.9))
+    assert locality_radius(g[0, 1], (0, 8, 8), mass=0.5) == pytest.approx(lattice_radius(pts, 0.5))
+    r50, r90 = locality_radii(g[0, 1], (8, 8))  # both from one cumulative mass
+    assert (r50, r90) == pytest.approx((lattice_radius(pts, 0.5), lattice_radius(pts, 0.9))) and r50 <= r90
+    assert r50 == pytest.approx({1: 1.0, 2: np.sqrt(2), 3: np.sqrt(5), 4: np.sqrt(8)}[radius])  # 5 of 5, 9 of 13, 21 of 29, 25 of 49 px
+
+
+def test_mass_keys_and_radii_errors():
+    assert [mass_key(m) for m in (0.5, 0.9, 0.95, 1.0)] == ["r50", "r90", "r95", "r100"]
+    delta = torch.zeros(1, 9, 9)
+    delta[0, 4, 4] = 1.0
+    assert locality_radii(delta, (4, 4), (0.5, 0.9, 1.0)) == (0.0, 0.0, 0.0)
+    assert all(np.isnan(r) for r in locality_radii(torch.zeros(9, 9), (4, 4)))
+    with pytest.raises(GenprocError, match="masses"):
+        locality_radii(delta, (4, 4), (0.5, 1.5))
+
+
+def test_circular_symmetry_of_a_gaussian_a_one_sided_kernel_and_noise():
+    kernel = gauss(24, 6.0)  # 49x49, tails exp(-8)
+    pixels = [(0, 24, 24), (0, 5, 30)]  # the center (disc radius 24) and one near the top border (disc radius 5)
+    g = input_gradients(conv_run(kernel), torch.rand(1, 1, 49, 49), 1, pixels)[:, 0]  # (P, 1, 49, 49)
+    assert circular_symmetry(g[0], (24, 24)) > 0.99
+    assert circular_symmetry(g[1], pixels[1]) > 0.99  # the map cut by the border: only the disc that fits counts
+    assert circular_symmetry(-3 * g[0], (24, 24)) == pytest.approx(circular_symmetry(g[0], (24, 24)))  # scale, sign
+    assert circular_symmetry(g[0].repeat(3, 1, 1), (24, 24)) == pytest.approx(circular_symmetry(g[0], (24, 24)))
+    one_sided = kernel.clone()
+    one_sided[:, :25] = 0  # only the columns right of the center
+    g1 = input_gradients(conv_run(one_sided), torch.rand(1, 1, 49, 49), 1, pixels[:1])[0, 0]
+    assert circular_symmetry(g1, (24, 24)) < 0.6
+    noise = torch.randn(1, 33, 33, generator=torch.Generator().manual_seed(0))
+    assert 0 <= circular_symmetry(noise, (16, 16)) < 0.2
+    ring = torch.zeros(17, 17)  # a ring-structured kernel (positive center, negative ring at distance 3) is symmetric
+    ii, jj = torch.meshgrid(torch.arange(17.0), torch.arange(17.0), indexing="ij")
+    d = torch.hypot(ii - 8, jj - 8).round()
+    ring[d == 0], ring[d == 3] = 5.0, -0.3
+    assert circular_symmetry(ring, (8, 8)) == pytest.approx(1.0)
+    assert np.isnan(circular_symmetry(torch.zeros(9, 9), (4, 4))) and np.isnan(circular_symmetry(ring, (0, 8)))
+    with pytest.raises(GenprocError, match="outside"):
+        circular_symmetry(ring, (17, 3))
 
 
 def test_locality_radius_of_a_box_and_a_delta():
@@ -96,24 +140,30 @@ def test_level_for_fraction():
 def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
     out = tmp_path / "grads"
     r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4")
-    assert "ihdm: 90%-mass gradient radius" in r.output and "ddpm:" in r.output
+    assert "ihdm: gradient radii r50/r90 (px, holding 50%/90%" in r.output and "ddpm:" in r.output and "sym " in r.output
     assert (out / "gradients.png").stat().st_size > 0
     js = json.loads((out / "gradients.json").read_text())
     for key in ("settings", "runs", "locality", "summary", "files", "genproc_version"):
         assert key in js, key
     assert js["locality"]["ihdm"]["levels"] == [5, 3, 1, 1] and js["locality"]["ddpm"]["levels"] == [18, 10, 2, 1]
     assert js["locality"]["ihdm"]["pixels"] == [[0, 3, 4], [0, 2, 2]]
+    assert js["settings"]["masses"] == [0.5, 0.9] and "symmetry" in js["settings"]
     for lab in ("ihdm", "ddpm"):
         rows = js["locality"][lab]["by_fraction"]
         assert [row["fraction"] for row in rows] == [0.9, 0.5, 0.1, 0.02]
-        assert all(row["n"] == 8 and 0 <= row["mean"] < 12 and row["std"] >= 0 for row in rows)
-        assert len(rows[0]["per_pixel"]["0,3,4"]["radii"]) == 4
-        assert js["summary"][lab] == pytest.approx(np.mean([row["mean"] for row in rows]))
+        for key, hi in (("r50", 12), ("r90", 12), ("symmetry", 1)):
+            assert all(row[key]["n"] == 8 and 0 <= row[key]["mean"] <= hi and row[key]["std"] >= 0 for row in rows), key
+            assert len(rows[0]["per_pixel"]["0,3,4"][key]["values"]) == 4 and rows[0]["per_pixel"]["0,2,2"][key]["n"] == 4
+            assert js["summary"][lab][key] == pytest.approx(np.mean([row[key]["mean"] for row in rows]))
+        assert all(row["r50"]["mean"] <= row["r90"]["mean"] for row in rows)
 
 
 def test_gradient_locality_summary(tiny_runs_no_ema):
     s = gradient_locality_summary(load(tiny_runs_no_ema["heat"]), n=4)
-    assert 0 <= s["grad_r90"] < 12 and s["grad_r90_std"] >= 0 and set(s["grad_r90_by_fraction"]) == {"0.9", "0.5", "0.1", "0.02"}
+    for key, hi in (("r50", 12), ("r90", 12), ("symmetry", 1)):
+        assert 0 <= s[f"grad_{key}"] <= hi and s[f"grad_{key}_std"] >= 0, key
+        assert set(s[f"grad_{key}_by_fraction"]) == {"0.9", "0.5", "0.1", "0.02"}, key
+    assert s["grad_r50"] <= s["grad_r90"]
 
 
 def test_gradients_command_errors(tiny_runs_no_ema, tmp_path):

@@ -67,8 +67,9 @@ def test_report_files_and_table(compared):
     assert rep["table"] in md and "| process | FID | KID | NLL bits/dim |" in md and "(discrete)" in md
     assert "Budget: 6 training steps;" in md
     for row in rep["rows"]:  # the analysis columns: interpolation smoothness and gradient locality
-        assert row["jump_ratio_mean"] >= 1 and row["path_ratio_shape_mean"] >= 1 and row["grad_r90"] >= 0
-    assert "| interp. jump ratio px / shape | interp. path ratio px / shape | grad. r90 px |" in md
+        assert row["jump_ratio_mean"] >= 1 and row["path_ratio_shape_mean"] >= 1
+        assert 0 <= row["grad_r50"] <= row["grad_r90"] and 0 <= row["grad_symmetry"] <= 1
+    assert "| interp. jump ratio px / shape | interp. path ratio px / shape | grad. r50 / r90 px | grad. symmetry |" in md
     assert set(json.loads((compared / "spectra.json").read_text())["runs"]) == {"ihdm", "ddpm"}
     for f in ["samples.png", "sequences.png", "sequences.gif", "recipes/ihdm.yaml", "recipes/ddpm.yaml", "spectra.png"]:
         assert (compared / f).is_file(), f

@@ -1,8 +1,8 @@
-"""Input gradients of the network and how local they are (the paper's Sec. 4, Fig. 8).
+"""Input gradients of the network, how local and how circularly symmetric they are (the paper's Sec. 4, Fig. 8).
 
 For an output pixel (c, i, j) of the network at level k, the gradient map d net(x, k)[c, i, j] / d x is (C, H, W).
 IHDM's learned reverse step is close to a local convolution (Eq. 13), so its maps are small and round; DDPM's
-are wider. Conventions (also in ``gradients.json`` under ``"settings"``):
+are wider and more irregular. Conventions (also in ``gradients.json`` under ``"settings"``):
 
 - **State**: x is the forward-process state of real data images at level k, ``process.training_pair(x0, k, eps)[0]``
   (IHDM: F(t_k) x0 + sigma eps in [0, 1] units; DDPM: sqrt(ab) (2 x0 - 1) + sqrt(1 - ab) eps), exactly at its level and
@@ -10,8 +10,21 @@ are wider. Conventions (also in ``gradients.json`` under ``"settings"``):
 - **Levels**: a fraction ``frac`` of the chain is level k = round(frac K), at least 1, with K the process's number of
   steps (IHDM's K, DDPM's T): frac 1 is the prior end, 0 the data, so fractions 0.9, 0.5, 0.1, 0.02 are early to late
   in generation, at the same relative positions in both chains.
-- **Locality radius** (:func:`locality_radius`): the smallest Euclidean distance r (pixels) from the output pixel such
-  that the input pixels within r hold ``mass`` (0.9) of the total |gradient| (summed over input channels).
+- **Locality radii** (:func:`locality_radii`): for each mass m in ``MASSES`` (0.5, 0.9), r_m is the smallest Euclidean
+  distance (pixels) from the output pixel such that the input pixels within r_m hold m of the total |gradient| (summed
+  over input channels); reported as r50 and r90. On real 28x28 models r90 sits near its maximum for every process,
+  because a thin diffuse background of small gradients over the whole image holds much of the |gradient| mass; r50
+  follows the compact core.
+- **Circular symmetry** (:func:`circular_symmetry`): with the output pixel as centre, R the radius of the largest disc
+  around it that fits in the image (R = min(i, j, H-1-i, W-1-j)) and rings of pixels at the same rounded distance
+  round(sqrt(di^2 + dj^2)) = 1..R (whole rings, all inside the image; the centre pixel is left out, as a one-pixel
+  ring is symmetric by definition and would make any centre-dominated map score high), g_rad is each channel's signed map replaced by
+  its mean over its ring, and symmetry = 1 - ||g - g_rad||^2 / ||g||^2 over the disc's pixels and all channels (the
+  per-channel scores averaged with weights ||g_c||^2; one channel: exactly the formula). g_rad is the least-squares
+  projection of g on ring-constant maps, so the score is in [0, 1]: 1 = circularly symmetric (a function of the
+  rounded distance only), about (rings / pixels) for white noise, ~0 = no radial structure; it is invariant to the
+  map's scale and sign, and ignores everything outside the disc (so borders don't bias it). NaN for a zero map or an
+  output pixel on the border (R = 0).
 - **Figure**: the map of the first image for input channel c (the output pixel's channel), symlog colours with a linear
   range of ``LINTHRESH_REL`` (0.01) of the panel's max |gradient|.
 """
@@ -31,12 +44,14 @@ from genproc.analysis.common import (batch_size_option, checkpoint_option, data_
 from genproc.errors import GenprocError
 
 DEFAULT_FRACTIONS = (0.9, 0.5, 0.1, 0.02)
-MASS = 0.9
+MASS = 0.9  # the default of :func:`locality_radius`
+MASSES = (0.5, 0.9)  # the radii reported: r50 and r90
+SYMMETRY = "symmetry"  # the name of the circular-symmetry measure, beside the radii "r50", "r90"
 LINTHRESH_REL = 0.01  # symlog linear range, relative to each panel's max |gradient|
 Pixel = tuple[int, int, int]  # (channel, row, column) of an output pixel
 
 
-# ------------------------------------------------------------------ gradients and radius
+# ------------------------------------------------------------------ gradients, radii and symmetry
 
 
 def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel]) -> torch.Tensor:
@@ -63,31 +78,88 @@ def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel]) 
     return torch.stack(grads) if grads else torch.zeros((0, n, c, h, w))
 
 
-def locality_radius(grad_map: torch.Tensor | np.ndarray, center: Sequence[int], mass: float = MASS) -> float:
-    """The smallest radius r (pixels, Euclidean from ``center``) whose disc holds ``mass`` of the total |gradient|.
+def mass_key(mass: float) -> str:
+    """The name of the radius holding ``mass`` of the |gradient|: 0.5 -> "r50", 0.9 -> "r90", 0.95 -> "r95"."""
+    return f"r{100 * mass:.6g}"
+
+
+def _as_map(grad_map: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(C, H, W) or (H, W) tensor/array -> (C, H, W) float64 numpy."""
+    g = np.asarray(torch.as_tensor(grad_map).detach().cpu(), dtype=np.float64)
+    if g.ndim == 2:
+        g = g[None]
+    if g.ndim != 3:
+        raise GenprocError(f"gradient map must be (C, H, W) or (H, W), got shape {g.shape}")
+    return g
+
+
+def locality_radii(grad_map: torch.Tensor | np.ndarray, center: Sequence[int],
+                   masses: Sequence[float] = MASSES) -> tuple[float, ...]:
+    """For each m in ``masses``, the smallest radius r (pixels, Euclidean from ``center``) whose disc holds m of the
+    total |gradient|, all from one sorted cumulative mass.
 
     grad_map: (C, H, W) or (H, W); |values| are summed over channels. center: (i, j) or (c, i, j) (the last two are
-    used). r is one of the pixel distances (0, 1, sqrt 2, 2, ...); a disc includes the pixels at distance exactly r.
-    Returns NaN for an all-zero map.
+    used). Each r is one of the pixel distances (0, 1, sqrt 2, 2, ...); a disc includes the pixels at distance exactly
+    r. Returns a tuple of len(masses) radii in pixels, all NaN for an all-zero (or non-finite) map.
     """
-    if not 0 < mass <= 1:
-        raise GenprocError(f"locality mass must be in (0, 1], got {mass}")
-    g = np.abs(np.asarray(torch.as_tensor(grad_map).detach().cpu(), dtype=np.float64))
-    if g.ndim == 3:
-        g = g.sum(0)
-    if g.ndim != 2:
-        raise GenprocError(f"gradient map must be (C, H, W) or (H, W), got shape {g.shape}")
+    masses = tuple(float(m) for m in masses)
+    if not masses or not all(0 < m <= 1 for m in masses):
+        raise GenprocError(f"locality masses must be in (0, 1], got {masses}")
+    g = np.abs(_as_map(grad_map)).sum(0)  # (H, W)
     ci, cj = int(center[-2]), int(center[-1])
     total = g.sum()
     if not np.isfinite(total) or total <= 0:
-        return float("nan")
+        return tuple(float("nan") for _ in masses)
     ii, jj = np.indices(g.shape)
     dist = np.hypot(ii - ci, jj - cj).ravel()
     order = np.argsort(dist, kind="stable")
     d_sorted, cum = dist[order], np.cumsum(g.ravel()[order])
     radii, first = np.unique(d_sorted, return_index=True)
     cum_at = cum[np.r_[first[1:] - 1, len(d_sorted) - 1]]  # mass within each distinct radius (inclusive)
-    return float(radii[np.argmax(cum_at >= mass * total * (1 - 1e-9))])
+    return tuple(float(radii[np.argmax(cum_at >= m * total * (1 - 1e-9))]) for m in masses)
+
+
+def locality_radius(grad_map: torch.Tensor | np.ndarray, center: Sequence[int], mass: float = MASS) -> float:
+    """The smallest radius r (pixels, Euclidean from ``center``) whose disc holds ``mass`` of the total |gradient|.
+
+    grad_map: (C, H, W) or (H, W); |values| are summed over channels. center: (i, j) or (c, i, j) (the last two are
+    used). r is one of the pixel distances (0, 1, sqrt 2, 2, ...); a disc includes the pixels at distance exactly r.
+    Returns NaN for an all-zero map. One mass of :func:`locality_radii`.
+    """
+    if not 0 < mass <= 1:
+        raise GenprocError(f"locality mass must be in (0, 1], got {mass}")
+    return locality_radii(grad_map, center, (mass,))[0]
+
+
+def circular_symmetry(grad_map: torch.Tensor | np.ndarray, center: Sequence[int]) -> float:
+    """Circular symmetry of a signed gradient map around ``center``: 1 - ||g - g_rad||^2 / ||g||^2 in [0, 1].
+
+    grad_map: (C, H, W) or (H, W) signed gradients; center: (i, j) or (c, i, j) (the last two are used). Only the
+    pixels at rounded distance 1 <= round(sqrt(di^2 + dj^2)) <= R = min(i, j, H-1-i, W-1-j) count (the largest disc
+    around the centre that fits in the image, whole rings; the centre pixel itself is left out, since a ring of one
+    pixel is symmetric by definition and would make any map dominated by its centre look symmetric); g_rad replaces each channel's values by their mean over the ring
+    of the same rounded distance, and the squared norms are summed over those pixels and all channels. 1 = circularly
+    symmetric, about rings / pixels for white noise, ~0 = no radial structure. Dimensionless; NaN for a map that is
+    zero (or non-finite) on the disc, or a centre on the border (R = 0).
+    """
+    g = _as_map(grad_map)  # (C, H, W)
+    _, h, w = g.shape
+    ci, cj = int(center[-2]), int(center[-1])
+    if not (0 <= ci < h and 0 <= cj < w):
+        raise GenprocError(f"center ({ci}, {cj}) is outside the {h}x{w} gradient map")
+    rmax = min(ci, cj, h - 1 - ci, w - 1 - cj)
+    if rmax < 1:
+        return float("nan")
+    ii, jj = np.indices((h, w))
+    ring = np.rint(np.hypot(ii - ci, jj - cj)).astype(np.int64)  # (H, W) rounded distance (no ties: sqrt(int) != n + 1/2)
+    inside = (ring <= rmax) & (ring >= 1)  # the disc without its centre pixel
+    ring_in, vals = ring[inside], g[:, inside]  # (Q,), (C, Q): the disc's pixels
+    counts = np.maximum(np.bincount(ring_in, minlength=rmax + 1), 1)  # (R + 1,) pixels per ring (ring 0 unused)
+    means = np.stack([np.bincount(ring_in, weights=v, minlength=rmax + 1) for v in vals]) / counts  # (C, R + 1)
+    energy = float((vals ** 2).sum())
+    if not np.isfinite(energy) or energy <= 0:
+        return float("nan")
+    return float(1.0 - ((vals - means[:, ring_in]) ** 2).sum() / energy)
 
 
 def level_for_fraction(frac: float, num_steps: int) -> int:
@@ -103,13 +175,16 @@ def default_pixels(c: int, h: int, w: int) -> list[Pixel]:
 
 
 def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                      pixels: Sequence[Pixel] | None = None, mass: float = MASS, batch_size: int = 64,
+                      pixels: Sequence[Pixel] | None = None, masses: Sequence[float] = MASSES, batch_size: int = 64,
                       keep_maps: bool = True) -> dict[str, Any]:
-    """Input gradients and locality radii of ``run`` at each fraction of its chain, on its first ``n`` training images.
+    """Input gradients, locality radii and circular symmetry of ``run`` at each fraction of its chain, on its first
+    ``n`` training images.
 
-    Returns {"num_steps", "image_size", "pixels": [P], "fractions": [F], "levels": [F], "radii": (F, P, N) pixels,
-    "mean_radius": mean over fractions, pixels and images}; with ``keep_maps`` also "maps": (F, P, C, H, W) the first
-    image's gradient maps and "states": (F, C, H, W) its states as images in [0, 1].
+    Returns {"num_steps", "image_size", "pixels": [P], "fractions": [F], "levels": [F], "masses": [M],
+    "measures": {"r50": (F, P, N) pixels, "r90": (F, P, N) pixels (one per mass, :func:`mass_key`), "symmetry": (F, P, N)
+    in [0, 1]}, "means": {name: mean over fractions, pixels and images (NaN ignored; None if all NaN)}}; with
+    ``keep_maps`` also "maps": (F, P, C, H, W) the first image's gradient maps and "states": (F, C, H, W) its states as
+    images in [0, 1].
     """
     if n < 1:
         raise GenprocError(f"--n must be >= 1, got {n}")
@@ -117,13 +192,17 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
         raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
     if not fractions:
         raise GenprocError("give at least one fraction of the chain, e.g. 0.9,0.5,0.1,0.02")
+    masses = [float(m) for m in masses]
+    keys = [mass_key(m) for m in masses]
+    if not masses or len(set(keys)) != len(keys):
+        raise GenprocError(f"give distinct locality masses in (0, 1], got {masses}")
     data = run.data
     x0 = data.get_batch(torch.arange(min(n, len(data)))).float()
     nimg, c, h, w = x0.shape
     pixels = [tuple(int(v) for v in p) for p in (pixels or default_pixels(c, h, w))]
     levels = [level_for_fraction(float(f), run.process.num_steps) for f in fractions]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    radii = np.zeros((len(levels), len(pixels), nimg))
+    measures = {key: np.zeros((len(levels), len(pixels), nimg)) for key in [*keys, SYMMETRY]}
     maps, states = [], []
     for fi, k in enumerate(levels):
         for b0 in range(0, nimg, batch_size):
@@ -131,41 +210,60 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
             state, _ = run.process.training_pair(xb, torch.full((xb.shape[0],), k, dtype=torch.long), eb)
             g = input_gradients(run, state, k, pixels)  # (P, B, C, H, W)
             for pi, p in enumerate(pixels):
-                radii[fi, pi, b0:b0 + xb.shape[0]] = [locality_radius(gm, p[1:], mass) for gm in g[pi]]
+                for b, gm in enumerate(g[pi], start=b0):
+                    for key, r in zip(keys, locality_radii(gm, p[1:], masses)):
+                        measures[key][fi, pi, b] = r
+                    measures[SYMMETRY][fi, pi, b] = circular_symmetry(gm, p[1:])
             if keep_maps and b0 == 0:
                 maps.append(g[:, 0])
                 states.append(run.process.to_image(state[:1]).cpu()[0])
-    mean = float(np.nanmean(radii)) if np.isfinite(radii).any() else None
+    means = {key: float(np.nanmean(v)) if np.isfinite(v).any() else None for key, v in measures.items()}
     out = {"num_steps": int(run.process.num_steps), "image_size": int(h), "pixels": pixels,
-           "fractions": [float(f) for f in fractions], "levels": levels, "mass": mass, "radii": radii, "mean_radius": mean}
+           "fractions": [float(f) for f in fractions], "levels": levels, "masses": masses, "measures": measures, "means": means}
     if keep_maps:
         out.update(maps=torch.stack(maps).numpy(), states=torch.stack(states).numpy())
     return out
 
 
 def _stats(r: np.ndarray) -> dict[str, Any]:
+    """{"mean", "std", "n"} of the finite values of ``r`` (mean and std None if there are none)."""
     finite = r[np.isfinite(r)]
     return {"mean": float(finite.mean()) if finite.size else None, "std": float(finite.std()) if finite.size else None,
             "n": int(finite.size)}
 
 
+def _per_image_mean(v: np.ndarray) -> np.ndarray:
+    """(..., N) -> (N',): each image's mean of its finite values over the leading axes (images with none dropped)."""
+    v = v.reshape(-1, v.shape[-1])
+    ok = np.isfinite(v)
+    cnt = ok.sum(0)
+    return np.where(ok, v, 0.0).sum(0)[cnt > 0] / cnt[cnt > 0]
+
+
 def locality_table(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per fraction: level, mean ± std of the radius over images and pixels, and per pixel ("c,i,j")."""
-    return [{"fraction": f, "level": k, **_stats(res["radii"][fi].ravel()),
-             "per_pixel": {",".join(map(str, p)): {**_stats(res["radii"][fi, pi]), "radii": res["radii"][fi, pi]}
+    """Per fraction: level, and for each measure (r50, r90 in pixels; symmetry in [0, 1]) its mean ± std over images and
+    pixels, and per pixel ("c,i,j") its mean ± std over images and the per-image "values" (N,)."""
+    ms = res["measures"]
+    return [{"fraction": f, "level": k, **{key: _stats(v[fi].ravel()) for key, v in ms.items()},
+             "per_pixel": {",".join(map(str, p)): {key: {**_stats(v[fi, pi]), "values": v[fi, pi]} for key, v in ms.items()}
                            for pi, p in enumerate(res["pixels"])}}
             for fi, (f, k) in enumerate(zip(res["fractions"], res["levels"]))]
 
 
 def gradient_locality_summary(run: Any, n: int = 8, seed: int = 0,
                               fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[str, Any]:
-    """A cheap summary for ``genproc compare``: {"grad_r90": mean 90%-mass radius (pixels) over fractions, the two
-    default pixels and ``n`` images, "grad_r90_by_fraction": {fraction: mean}, "grad_r90_std": std over images of
-    each image's mean radius}. One forward and two backward passes of n images per fraction."""
+    """A cheap summary for ``genproc compare``: for each measure m of :func:`compute_gradients` (r50 and r90: radii in
+    pixels holding 50% / 90% of the |gradient| mass; symmetry: circular symmetry in [0, 1]), "grad_<m>": its mean over
+    fractions, the two default pixels and ``n`` images, "grad_<m>_std": the std over images of each image's mean, and
+    "grad_<m>_by_fraction": {fraction: mean}; None where no map was non-zero. One forward and two backward passes of n
+    images per fraction."""
     res = compute_gradients(run, n=n, seed=seed, fractions=fractions, keep_maps=False)
-    per_image = np.nanmean(res["radii"].reshape(-1, res["radii"].shape[-1]), axis=0) if np.isfinite(res["radii"]).any() else None
-    return {"grad_r90": res["mean_radius"], "grad_r90_std": float(np.std(per_image)) if per_image is not None else None,
-            "grad_r90_by_fraction": {str(f): _stats(res["radii"][fi].ravel())["mean"] for fi, f in enumerate(res["fractions"])}}
+    out: dict[str, Any] = {}
+    for key, v in res["measures"].items():
+        per_image = _per_image_mean(v)
+        out |= {f"grad_{key}": res["means"][key], f"grad_{key}_std": float(np.std(per_image)) if per_image.size else None,
+                f"grad_{key}_by_fraction": {str(f): _stats(v[fi].ravel())["mean"] for fi, f in enumerate(res["fractions"])}}
+    return out
 
 
 def compare_measure(entry: Any) -> dict[str, Any]:
@@ -173,28 +271,38 @@ def compare_measure(entry: Any) -> dict[str, Any]:
     return gradient_locality_summary(entry.run)
 
 
-COMPARE_COLUMN = ("grad r90 px", lambda r: "–" if r.get("grad_r90") is None else f"{r['grad_r90']:.2f}")  # for compare.COLUMNS
+COMPARE_COLUMNS = [  # for compare.COLUMNS
+    ("grad. r50 / r90 px", lambda r: "–" if r.get("grad_r50") is None else f"{r['grad_r50']:.2f} / {r['grad_r90']:.2f}"),
+    ("grad. symmetry", lambda r: "–" if r.get("grad_symmetry") is None else f"{r['grad_symmetry']:.2f}"),
+]
 
 
 # ------------------------------------------------------------------ figure and command
+
+
+def _mean_std(s: dict[str, Any], fmt: str) -> str:
+    """'mean±std' of a :func:`_stats` dict in ``fmt``, or '–'."""
+    return "–" if s["mean"] is None else f"{s['mean']:{fmt}}±{s['std']:{fmt}}"
 
 
 def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
     """Gradient maps of the first image at the marked pixel: a row per run, a column per fraction of the chain.
 
     Each map is divided by its max |gradient| and drawn in symlog colours, linear within ``LINTHRESH_REL`` (one
-    shared colour bar); the output pixel is marked by a square, the first image's 90%-mass radius by a dashed circle."""
+    shared colour bar); the output pixel is marked by a square, the first image's radii by circles (r50 dotted, r90
+    dashed); titles give r50, r90 (pixels) and the circular symmetry, mean ± std over images and pixels."""
     import matplotlib.cm as cm
     from matplotlib.colors import SymLogNorm
     from matplotlib.patches import Circle, Rectangle
 
     labs = list(result["locality"])
     ncol = max(len(result["locality"][lab]["fractions"]) for lab in labs)
-    fig, axes = new_figure(len(labs), ncol, figsize=(2.5 * ncol + 1, 2.7 * len(labs)), squeeze=False, layout="constrained")
+    fig, axes = new_figure(len(labs), ncol, figsize=(2.5 * ncol + 1, 3.0 * len(labs)), squeeze=False, layout="constrained")
     norm = SymLogNorm(linthresh=LINTHRESH_REL, vmin=-1.0, vmax=1.0, base=10)
     for row, lab in enumerate(labs):
         res = result["locality"][lab]
         pc, pi, pj = res["pixels"][0]
+        rkeys = [mass_key(m) for m in res["masses"]]
         for col in range(ncol):
             ax = axes[row, col]
             ax.set_xticks([]), ax.set_yticks([])
@@ -205,12 +313,14 @@ def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
             vmax = float(np.abs(g).max())
             ax.imshow(g / (vmax or 1.0), cmap="RdBu_r", norm=norm)
             ax.add_patch(Rectangle((pj - 0.5, pi - 0.5), 1, 1, fill=False, edgecolor="lime", lw=1.5))
-            r = res["radii"][col][0][0]
-            if r is not None and np.isfinite(r):
-                ax.add_patch(Circle((pj, pi), r, fill=False, edgecolor="black", ls="--", lw=1))
+            for key, ls in zip(rkeys, (":", "--", "-.", "-")):
+                r = res["measures"][key][col][0][0]
+                if np.isfinite(r):
+                    ax.add_patch(Circle((pj, pi), r, fill=False, edgecolor="black", ls=ls, lw=1))
             table = res["table"][col]
-            spread = "" if table["mean"] is None else f"r90 {table['mean']:.1f}±{table['std']:.1f} px"
-            ax.set_title(f"{lab} k={res['levels'][col]} ({res['fractions'][col]:g}), max {vmax:.1e}\n{spread}", fontsize=8)
+            radii = ", ".join(f"{key} {_mean_std(table[key], '.1f')}" for key in rkeys)
+            ax.set_title(f"{lab} k={res['levels'][col]} ({res['fractions'][col]:g}), max {vmax:.1e}\n{radii} px\n"
+                         f"symmetry {_mean_std(table[SYMMETRY], '.2f')}", fontsize=8)
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap="RdBu_r"), ax=axes.ravel().tolist(), shrink=0.8,
                  label=f"gradient / max |gradient| (symlog, linear within ±{LINTHRESH_REL:g})")
     return save_figure(fig, path)
@@ -221,9 +331,10 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
                       batch_size: int = 64) -> dict[str, Any]:
     """Write ``out/gradients.png`` and ``out/gradients.json``; returns the JSON payload.
 
-    Per run and fraction, the locality radius (mean ± std over ``n`` images and pixels, and per pixel) at ``pixel``
-    (default: the center; the one drawn in the figure) and the default off-center pixel; ``summary`` holds each run's
-    mean radius over fractions (the number ``genproc compare`` can show).
+    Per run and fraction, the locality radii r50 and r90 (pixels) and the circular symmetry ([0, 1]), mean ± std over
+    ``n`` images and pixels, and per pixel, at ``pixel`` (default: the center; the one drawn in the figure) and the
+    default off-center pixel; ``summary`` holds each run's {"r50", "r90", "symmetry"} means over fractions, pixels and
+    images (the numbers ``genproc compare`` can show).
     """
     if not runs:
         raise GenprocError("give at least one run directory (written by 'genproc train')")
@@ -239,16 +350,20 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
     out = Path(out)
     plot_gradients({"locality": locality}, out / "gradients.png")
     payload = {"analysis": "gradients",
-               "settings": {"n": n, "seed": seed, "fractions": list(fractions), "mass": MASS, "linthresh_rel": LINTHRESH_REL,
+               "settings": {"n": n, "seed": seed, "fractions": list(fractions), "masses": list(MASSES),
+                            "linthresh_rel": LINTHRESH_REL,
                             "state": "forward-process state u_k = training_pair(x0, k, eps) of the first n training images",
                             "levels": "k = round(fraction * K), K = the process's number of steps (IHDM K, DDPM T); "
                                       "1 = prior end",
-                            "radius": f"smallest Euclidean radius (pixels) holding {MASS:g} of the |gradient| mass, summed over "
-                                      "input channels"},
+                            "radius": "r50, r90: smallest Euclidean radius (pixels) holding 0.5, 0.9 of the |gradient| "
+                                      "mass, summed over input channels",
+                            "symmetry": "1 - ||g - g_rad||^2 / ||g||^2 over the largest disc around the output pixel that "
+                                        "fits in the image, g the signed map per input channel, g_rad its mean over rings of "
+                                        "equal rounded distance (1 = circularly symmetric, ~0 = no radial structure)"},
                "runs": run_info(runs),
-               "locality": {lab: {k: r[k] for k in ("num_steps", "image_size", "pixels", "fractions", "levels", "mean_radius")}
-                            | {"by_fraction": r["table"]} for lab, r in locality.items()},
-               "summary": {lab: r["mean_radius"] for lab, r in locality.items()},
+               "locality": {lab: {k: r[k] for k in ("num_steps", "image_size", "pixels", "fractions", "levels", "masses",
+                                                     "means")} | {"by_fraction": r["table"]} for lab, r in locality.items()},
+               "summary": {lab: r["means"] for lab, r in locality.items()},
                "files": {"figure": "gradients.png"}}
     return write_payload(out, "gradients", payload)
 
@@ -291,16 +406,19 @@ def gradients_command(
     checkpoint: Optional[str] = checkpoint_option(),
     data_root: Optional[str] = data_root_option(),
 ) -> None:
-    """Input gradients of the network (Fig. 8): maps for one output pixel at several points of each chain, and the
-    radius holding 90% of the |gradient| (small and round for IHDM, wider for DDPM)."""
+    """Input gradients of the network (Fig. 8): maps for one output pixel at several points of each chain, the radii
+    holding 50% and 90% of the |gradient| (r50, r90) and the maps' circular symmetry (IHDM: small and round; DDPM:
+    wider, less symmetric)."""
     res = run_analysis(run_dirs, lambda runs: analyze_gradients(runs, out, n=n, seed=seed, fractions=parse_fractions(fractions),
                                                                 pixel=parse_pixel(pixel), batch_size=batch_size),
                        checkpoint=checkpoint, data_root=data_root)
     for lab, loc in res["locality"].items():
-        parts = [f"k={t['level']}: {t['mean']:.2f}±{t['std']:.2f}" if t["mean"] is not None else f"k={t['level']}: –"
-                 for t in loc["by_fraction"]]
-        mean = "–" if loc["mean_radius"] is None else f"{loc['mean_radius']:.2f}"
-        typer.echo(f"{lab}: 90%-mass gradient radius (px) {', '.join(parts)}; mean {mean}")
+        keys = [mass_key(m) for m in loc["masses"]]
+        parts = [f"k={t['level']}: " + ", ".join(f"{key} {_mean_std(t[key], '.2f')}" for key in keys)
+                 + f", sym {_mean_std(t[SYMMETRY], '.2f')}" for t in loc["by_fraction"]]
+        means = ", ".join(f"{key} " + ("–" if v is None else f"{v:.2f}") for key, v in loc["means"].items())
+        typer.echo(f"{lab}: gradient radii {'/'.join(keys)} (px, holding {'/'.join(f'{m:.0%}' for m in loc['masses'])} of the "
+                   f"|gradient| mass) and circular symmetry (0..1): {'; '.join(parts)}; mean {means}")
     typer.echo(f"wrote {out / 'gradients.png'}, {out / 'gradients.json'}")
 
 
