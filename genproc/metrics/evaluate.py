@@ -70,7 +70,7 @@ def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int 
 
 def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, batch_size: int,
                 progress: bool, log: Callable[[str], Any]) -> dict[str, Any]:
-    log(f"nll: {min(n, len(data))} {data.name} {data.split} images, {run.process.num_steps} levels each")
+    log(f"nll: {min(n, len(data))} {data.name} {data.split} images")
     t0 = time.time()
     res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, delta=delta, progress=progress)
     return {"metric": "nll", "value": res.pop("bits_per_dim"), "unit": "bits/dim",
