@@ -232,8 +232,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     for name, run in zip(names, loaded):
         log(f"== {name}: evaluating {', '.join(metric_list)} on {n} samples/images (seed {seed})")
         recs = evaluate(run, metric_list, n=n, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
-                        extractor=extractor,
-                        inception_weights=inception_weights, cache_dir=cache_dir, progress=progress, log=log)
+                        extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir, progress=progress,
+                        log=log)
         if getattr(run.process, "needs_data_for_prior", False):
             run.data  # noqa: B018 - load the prior's data before timing the sampler
         t0 = time.perf_counter()
@@ -279,7 +279,8 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
     return "\n".join([
         f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
-        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}; genproc {report['genproc_version']}, {report['created']}.",
+        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}; "
+        f"genproc {report['genproc_version']}, {report['created']}.",
         *[f"Sampling overrides for {k}: {', '.join(v)}." for k, v in report.get("sample_overrides", {}).items() if v],
         "", report["table"], "", *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
         f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "
