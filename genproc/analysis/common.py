@@ -84,22 +84,16 @@ def reverse_chain(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor
     Returns the final images in [0, 1] and, if ``capture``, the list of every state as images
     (prior first). Batched by ``batch_size`` over N (results do not depend on it).
     """
-    from genproc.engine.sampler import autocast
+    from genproc.engine.sampler import run_chain
 
-    process, net, device = run.process, run.net, run.device
-    levels = process.sampling_levels()
+    process, device = run.process, run.device
     finals, trajs = [], []
     for b0 in range(0, x.shape[0], batch_size):
         xb = x[b0:b0 + batch_size].to(device)
         frames = [process.to_image(xb).cpu()] if capture else []
-        for j, k in enumerate(levels):
-            kk = torch.full((xb.shape[0],), k, dtype=torch.long, device=device)
-            with autocast(device, run.recipe.train.precision):
-                out = net(xb, kk)
-            k_next = levels[j + 1] if j + 1 < len(levels) else 0
-            xb = process.reverse_step(xb, out.float(), k, noise(j)[b0:b0 + batch_size].to(device), delta, k_next)
-            if capture:
-                frames.append(process.to_image(xb).cpu())
+        xb = run_chain(process, run.net, xb, lambda j: noise(j)[b0:b0 + batch_size], delta=delta, device=device,
+                       precision=run.recipe.train.precision,
+                       on_step=(lambda j, k_next, state: frames.append(process.to_image(state).cpu())) if capture else None)
         finals.append(process.to_image(xb).cpu())
         if capture:
             trajs.append(torch.stack(frames))

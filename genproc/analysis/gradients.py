@@ -266,17 +266,6 @@ def gradient_locality_summary(run: Any, n: int = 8, seed: int = 0,
     return out
 
 
-def compare_measure(entry: Any) -> dict[str, Any]:
-    """For ``genproc.compare.MEASURES``: the :func:`gradient_locality_summary` of ``entry.run``."""
-    return gradient_locality_summary(entry.run)
-
-
-COMPARE_COLUMNS = [  # for compare.COLUMNS
-    ("grad. r50 / r90 px", lambda r: "–" if r.get("grad_r50") is None else f"{r['grad_r50']:.2f} / {r['grad_r90']:.2f}"),
-    ("grad. symmetry", lambda r: "–" if r.get("grad_symmetry") is None else f"{r['grad_symmetry']:.2f}"),
-]
-
-
 # ------------------------------------------------------------------ figure and command
 
 

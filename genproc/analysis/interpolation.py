@@ -250,13 +250,13 @@ def interpolation_smoothness_summary(run: Any, pairs: int = 8, frames: int = 9, 
 
 # -- figures
 def image_mosaic(tiles: torch.Tensor, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """Tiles (R, K, C, H, W) in [0, 1] -> one image (R (H + pad) - pad, K (W + pad) - pad) for C = 1, else (..., C)."""
-    r, k, c, h, w = tiles.shape
-    canvas = torch.full((c, r * (h + pad) - pad, k * (w + pad) - pad), pad_value)
-    for i in range(r):
-        for j in range(k):
-            canvas[:, i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = tiles[i, j].float().clamp(0, 1)
-    return canvas[0].numpy() if c == 1 else canvas.permute(1, 2, 0).numpy()
+    """Tiles (R, K, C, H, W) in [0, 1] -> one image with R rows of K tiles (torchvision's ``make_grid``), as an
+    (H', W') array for C = 1, else (H', W', C)."""
+    from torchvision.utils import make_grid
+
+    r, k = tiles.shape[:2]
+    canvas = make_grid(tiles.reshape(r * k, *tiles.shape[2:]).float().clamp(0, 1), nrow=k, padding=pad, pad_value=pad_value)
+    return canvas[0].numpy() if tiles.shape[2] == 1 else canvas.permute(1, 2, 0).numpy()
 
 
 def show_mosaic(ax: Any, mosaic: np.ndarray, title: str) -> None:

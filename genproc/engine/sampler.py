@@ -41,6 +41,28 @@ def auto_capture_every(num_steps: int, frames: int = 20) -> int:
 
 
 @torch.no_grad()
+def run_chain(process: Any, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+              noise: Callable[[int], torch.Tensor], *, delta: float | None = None, device: torch.device | str = "cpu",
+              precision: str = "fp32", on_step: Callable[[int, int, torch.Tensor], Any] | None = None) -> torch.Tensor:
+    """The reverse chain from the prior state ``x`` (B, C, H, W, on ``device``) over ``process.sampling_levels()``.
+
+    ``noise(j)`` gives the standard-normal noise of step j (0-based), shaped like ``x``; ``on_step(j, k_next, x)``
+    sees the state after each step. Returns the final model state (not yet ``process.to_image``).
+    """
+    device = torch.device(device)
+    levels = process.sampling_levels()
+    for j, k in enumerate(levels):
+        kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
+        with autocast(device, precision):
+            out = net(x, kk)
+        k_next = levels[j + 1] if j + 1 < len(levels) else 0
+        x = process.reverse_step(x, out.float(), k, noise(j).to(device), delta, k_next)
+        if on_step is not None:
+            on_step(j, k_next, x)
+    return x
+
+
+@torch.no_grad()
 def generate(
     process: Any,
     net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -82,16 +104,16 @@ def generate(
         if m > 0:
             frames.append(process.to_image(x).cpu())
             frame_levels.append(levels[0])
-        for j, k in enumerate(levels):
-            kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
-            with autocast(device, precision):
-                out = net(x, kk)
-            k_next = levels[j + 1] if j + 1 < len(levels) else 0
-            x = process.reverse_step(x, out.float(), k, noise.randn(tuple(x.shape[1:])), delta, k_next)
+
+        def on_step(j: int, k_next: int, state: torch.Tensor) -> None:
             if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
-                frames.append(process.to_image(x).cpu())
+                frames.append(process.to_image(state).cpu())
                 frame_levels.append(k_next)
-            bar.update(x.shape[0])
+            bar.update(state.shape[0])
+
+        step_shape = tuple(x.shape[1:])
+        x = run_chain(process, net, x, lambda j: noise.randn(step_shape), delta=delta, device=device,
+                      precision=precision, on_step=on_step)
         images.append(process.to_image(x).cpu())
         if m > 0:
             trajs.append(torch.stack(frames))
