@@ -358,3 +358,56 @@ def test_real_inception_fid_on_tiny_run(tiny_run, tmp_path):
     """The real InceptionV3 (minutes on CPU): FID/KID of 50 samples against the digits test split."""
     recs = evaluate(tiny_run, "fid,kid", n=50, inception_weights=INCEPTION_FILE, cache_dir=tmp_path)
     assert recs[0]["value"] > 0 and recs[0]["extractor"] == INCEPTION
+
+
+class ConvExtractor(TinyExtractor):
+    """A stand-in with a 4-D conv weight, to see the channels-last swap take effect."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list, **kwargs)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return super().forward((self.conv(x.float()).clamp(0, 255)).to(torch.uint8))
+
+
+CONV_FE = "genproc-test-conv"
+if CONV_FE not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor(CONV_FE, ConvExtractor)
+
+
+def test_channels_last_extractor_same_features_and_registry_restored():
+    from torch_fidelity.utils import create_feature_extractor
+
+    from genproc.metrics.fidelity import channels_last_extractor
+
+    torch.manual_seed(0)
+    plain = create_feature_extractor(CONV_FE, ["feat"], cuda=False)
+    with channels_last_extractor(CONV_FE):
+        torch.manual_seed(0)
+        fast = create_feature_extractor(CONV_FE, ["feat"], cuda=False)
+    assert FEATURE_EXTRACTORS_REGISTRY[CONV_FE] is ConvExtractor and isinstance(fast, ConvExtractor)
+    assert fast.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    torch.testing.assert_close(fast(x)[0], plain(x)[0])
+    with pytest.raises(RuntimeError), channels_last_extractor(CONV_FE):
+        raise RuntimeError("boom")
+    assert FEATURE_EXTRACTORS_REGISTRY[CONV_FE] is ConvExtractor
+
+
+def test_evaluate_keeps_finished_metrics_when_a_later_one_fails(tiny_run, tmp_path, monkeypatch):
+    import sys
+
+    ev = sys.modules["genproc.metrics.evaluate"]  # the package re-exports the function under the same name
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "_nll_record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny_run, "fid,nll", n=8, seed=11, batch_size=8, extractor=TINY_FE, cache_dir=tmp_path,
+                 log=lambda *_: None)
+    saved = list((Path(tiny_run) / "eval").glob("fid-*-n8-seed11-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["metric"] == "fid"
+    assert not list((Path(tiny_run) / "eval").glob("*.tmp"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -102,23 +103,31 @@ def evaluate(run_dir: str | Path | Any, metrics: str | Iterable[str] = "fid,kid"
     weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
     data = build_dataset(run.recipe.data, split, data_root)
     delta_used = getattr(run.process.cfg, "delta", None) if delta is None else delta
-    records = []
-    if fid_set:
-        records += _fidelity_records(run, data, fid_set, n, n_ref, delta, seed, batch_size, weights, cache_dir,
-                                     progress, log)
-    if "nll" in names:
-        records.append(_nll_record(run, data, n, delta, seed, batch_size, progress, log))
     out_dir = Path(run_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     dtag = "default" if delta_used is None else f"{delta_used:g}"
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     stag = "".join(f"-{s.split('=', 1)[0].removeprefix('process.')}{s.split('=', 1)[1]}" for s in run.sampling)
-    for r in records:
-        r.update(delta=delta_used, seed=seed, sampling_overrides=list(run.sampling), checkpoint_step=run.step,
-                 checkpoint=str(run.checkpoint), genproc_version=__version__, created=now, run_dir=str(run_dir))
-        path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}-delta{dtag}{stag}.json"
-        path.write_text(json.dumps(r, indent=1, sort_keys=False))
-        r["json"] = str(path)
+
+    def save(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write each record as soon as its metric is done, so a later failure or Ctrl-C loses nothing."""
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        for r in recs:
+            r.update(delta=delta_used, seed=seed, sampling_overrides=list(run.sampling), checkpoint_step=run.step,
+                     checkpoint=str(run.checkpoint), genproc_version=__version__, created=now, run_dir=str(run_dir))
+            path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}-delta{dtag}{stag}.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(r, indent=1, sort_keys=False))
+            os.replace(tmp, path)
+            r["json"] = str(path)
+            log(f"wrote {path}")
+        return recs
+
+    records = []
+    if fid_set:
+        records += save(_fidelity_records(run, data, fid_set, n, n_ref, delta, seed, batch_size, weights, cache_dir,
+                                          progress, log))
+    if "nll" in names:
+        records += save([_nll_record(run, data, n, delta, seed, batch_size, progress, log)])
     return records
 
 
