@@ -76,6 +76,7 @@ def sample(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder for the prior, if it moved since training."),
     weights: str = typer.Option("ema", "--weights", help="ema (default) or model."),
     set_: list[str] = typer.Option([], "--set", help="Sampling-time process override, e.g. --set process.sampler=ddim --set process.ddim_steps=50 for DDPM (repeatable)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 autocast for the network (default: the recipe's train.precision)."),
 ) -> None:
     """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png."""
     try:
@@ -85,12 +86,15 @@ def sample(
             raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
         if weights not in ("ema", "model"):
             raise GenprocError(f"--weights must be 'ema' or 'model', got {weights!r}")
+        if precision not in (None, "fp32", "bf16", "fp16"):
+            raise GenprocError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
         from genproc.engine import write_samples
         from genproc.run import load
 
         run = load(run_dir, checkpoint, data_root, weights=weights, sampling=set_)
         res = run.sample(n, seed=seed, batch_size=batch_size, delta=delta, same_init=same_init, share_noise=share_noise,
-                         capture_every=capture_every, progress=sys.stderr.isatty())
+                         capture_every=capture_every, progress=sys.stderr.isatty(),
+                         **({} if precision is None else {"precision": precision}))
         files = write_samples(res, out or run_dir / "samples" / f"sample_seed{seed}")
     except GenprocError as e:
         _fail(e)

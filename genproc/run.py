@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from genproc.engine import checkpoint as ckpt
 from genproc.engine.distributed import DistInfo, pick_device
-from genproc.engine.sampler import SampleResult, generate
+from genproc.engine.sampler import SampleResult, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net
 from genproc.processes import build_process
@@ -51,6 +52,8 @@ class LoadedRun:
     def sample(self, n: int = 64, **kwargs: Any) -> SampleResult:
         """Draw n samples; keyword arguments as :func:`genproc.engine.generate` (seed, delta, ...)."""
         kwargs.setdefault("precision", self.recipe.train.precision)
+        if (slow := slow_precision_warning(self.device, kwargs["precision"])) is not None:
+            warnings.warn(f"{slow}; pass precision='fp32' (genproc sample --precision fp32)", stacklevel=2)
         kwargs.setdefault("shape", (self.recipe.data.channels, self.recipe.data.image_size, self.recipe.data.image_size))
         data = self.data if getattr(self.process, "needs_data_for_prior", False) else None
         return generate(self.process, self.net, n, data=data, device=self.device, **kwargs)

@@ -44,6 +44,10 @@ def test_train_then_sample(tmp_path, tiny_recipe_file):
     assert z["trajectory"].shape[1:] == (5, 1, 8, 8)
     r = runner.invoke(app, ["sample", str(run), "--n", "5", "--out", str(tmp_path / "s2"), "--seed", "3", "--delta", "0.02"])
     assert np.array_equal(np.load(tmp_path / "s2" / "samples.npz")["images"], z["images"])  # batch size does not matter
+    r = runner.invoke(app, ["sample", str(run), "--n", "5", "--out", str(tmp_path / "s3"), "--seed", "3", "--delta", "0.02",
+                            "--precision", "fp32", "--capture-every", "-1"])
+    assert r.exit_code == 0, r.output  # fp32 is the recipe's precision: the same samples
+    assert np.array_equal(np.load(tmp_path / "s3" / "samples.npz")["images"], z["images"])
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -89,6 +93,10 @@ def test_error_checkpoint_from_other_recipe(tmp_path, tiny_recipe_file):
 
 def test_error_sample_missing_run_dir(tmp_path):
     _one_line_error(runner.invoke(app, ["sample", str(tmp_path / "nope")]), "run dir not found")
+
+
+def test_error_sample_bad_precision(tmp_path):
+    _one_line_error(runner.invoke(app, ["sample", str(tmp_path), "--precision", "fp8"]), "--precision", "fp32, bf16 or fp16", "fp8")
 
 
 def test_error_sample_run_dir_without_checkpoint(tmp_path):

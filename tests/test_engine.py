@@ -126,3 +126,25 @@ def test_in_training_evaluation_is_logged(tmp_path, tiny_dict):
     with pytest.raises(GenprocError, match="unknown metric 'fd'"):
         train(recipe_from_dict(tiny_dict), tmp_path / "bad", progress=False, log=lambda *_: None)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_slow_precision_warning_only_without_native_kernels(monkeypatch, native):
+    from genproc.engine.sampler import slow_precision_warning
+
+    class FakeMkldnn:
+        @staticmethod
+        def _is_mkldnn_bf16_supported():
+            return native
+
+        @staticmethod
+        def _is_mkldnn_fp16_supported():
+            return native
+
+    monkeypatch.setattr(torch.ops, "mkldnn", FakeMkldnn)
+    cpu = torch.device("cpu")
+    assert slow_precision_warning(cpu, "fp32") is None
+    assert slow_precision_warning(torch.device("cuda", 0), "bf16") is None  # GPUs have the kernels
+    for p in ("bf16", "fp16"):
+        msg = slow_precision_warning(cpu, p)
+        assert (msg is None) if native else (p in msg and "slower than fp32" in msg and "\n" not in msg)

@@ -25,7 +25,7 @@ from genproc.engine import checkpoint as ckpt
 from genproc.engine.batches import EpochOrder, batch_iterator, local_slice, step_generator
 from genproc.engine.distributed import barrier, init_distributed, mean_across, pick_device, shutdown
 from genproc.engine.media import save_gif, save_grid
-from genproc.engine.sampler import autocast, generate
+from genproc.engine.sampler import autocast, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net, count_parameters
 from genproc.processes import build_process
@@ -159,6 +159,8 @@ def train(recipe: Recipe, run_dir: str | Path, data_root: str | None = None, max
             log(f"run dir {run_dir} | device {device} | precision {tc.precision} | {count_parameters(net):,} parameters | "
                 f"global batch {tc.batch_size} = {info.world_size} process(es) x {tc.batch_size // info.world_size} | "
                 f"{len(data)} training images | steps {start} -> {stop_at}")
+            if (slow := slow_precision_warning(device, tc.precision)) is not None:
+                log(f"warning: {slow}; on CPU use --set train.precision=fp32")
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else net
 
         writer = None
