@@ -411,3 +411,26 @@ def test_evaluate_keeps_finished_metrics_when_a_later_one_fails(tiny_run, tmp_pa
     saved = list((Path(tiny_run) / "eval").glob("fid-*-n8-seed11-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["metric"] == "fid"
     assert not list((Path(tiny_run) / "eval").glob("*.tmp"))
+
+
+def test_heartbeat_logs_at_most_once_per_interval_and_at_the_end():
+    from genproc.progress import Heartbeat
+
+    now = [0.0]
+    lines: list[str] = []
+    beat = Heartbeat("sampling", 1000, lines.append, every_s=60, clock=lambda: now[0])
+    for _ in range(10):  # 100 images every 20 s: 5 img/s
+        now[0] += 20
+        beat.update(100)
+    assert len(lines) == 4  # at 60, 120, 180 s and at the end (200 s)
+    assert lines[0] == "sampling: 300/1000 img, 5 img/s, about 2 min left"
+    assert lines[-1] == "sampling: 1000/1000 img, 5 img/s, done"
+
+
+def test_evaluate_logs_progress_when_not_a_terminal(tiny_run, tmp_path, monkeypatch):
+    import genproc.progress
+
+    monkeypatch.setattr(genproc.progress, "EVERY_S", 0.0)
+    logs: list[str] = []
+    evaluate(tiny_run, "fid,nll", n=8, seed=12, batch_size=4, extractor=TINY_FE, cache_dir=tmp_path, log=logs.append)
+    assert any(m.startswith("sampling: 4/8 img") for m in logs) and any(m.startswith("nll: 8/8 img") for m in logs)

@@ -46,7 +46,7 @@ def _check_args(n: int, batch_size: int, n_ref: int | None, delta: float | None)
 def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, delta: float | None,
                       seed: int, batch_size: int, weights: Any, cache_dir: Any, progress: bool,
                       log: Callable[[str], Any]) -> list[dict[str, Any]]:
-    gen = SampleStream(run, n, seed=seed, delta=delta, batch_size=batch_size, progress=progress)
+    gen = SampleStream(run, n, seed=seed, delta=delta, batch_size=batch_size, progress=progress, log=log)
     refs = ReferenceImages(ref, n_ref)
     key = reference_key(ref, len(refs), weights)
     log(f"{'/'.join(sorted(metrics))}: {n} samples vs {ref.name} {ref.split} ({len(refs)} images), {weights.extractor}")
@@ -73,7 +73,7 @@ def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, bat
                 progress: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     log(f"nll: {min(n, len(data))} {data.name} {data.split} images")
     t0 = time.time()
-    res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, delta=delta, progress=progress)
+    res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, delta=delta, progress=progress, log=log)
     return {"metric": "nll", "value": res.pop("bits_per_dim"), "unit": "bits/dim",
             "bound": "upper bound on the NLL (negative ELBO) of 8-bit data; " + res["convention_detail"],
             "n_samples": res["n_images"], "reference": {"dataset": data.name, "split": data.split, "size": len(data),

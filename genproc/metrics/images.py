@@ -9,11 +9,14 @@ all ``n`` samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from genproc.progress import Heartbeat
 
 
 def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -26,14 +29,16 @@ class SampleStream(Dataset):
     """``n`` samples of a loaded run as uint8 (3, H, W), generated ``batch_size`` at a time.
 
     Sample i depends only on (seed, i) (per-sample RNG), so any access order gives the same
-    images; sequential access generates each batch exactly once.
+    images; sequential access generates each batch exactly once. ``progress``: a tqdm bar;
+    else, given ``log``, a :class:`~genproc.progress.Heartbeat` line every minute.
     """
 
     def __init__(self, run: Any, n: int, *, seed: int = 0, delta: float | None = None, batch_size: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, log: Callable[[str], Any] | None = None):
         self.run, self.n, self.seed, self.delta, self.batch_size = run, n, seed, delta, batch_size
         self._start, self._images = -1, torch.empty(0)
         self._bar = tqdm(total=n, desc="sampling", unit="img", disable=not progress, leave=False)
+        self._beat = Heartbeat("sampling", n, log) if log is not None and not progress else None
 
     def __len__(self) -> int:
         return self.n
@@ -48,6 +53,8 @@ class SampleStream(Dataset):
                                   start_index=start)
             self._start, self._images = start, to_uint8_rgb(res.images)  # (count, 3, H, W)
             self._bar.update(count)
+            if self._beat is not None:
+                self._beat.update(count)
             if start + count == self.n:
                 self._bar.close()
         return self._images[i - start]
