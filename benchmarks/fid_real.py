@@ -14,6 +14,7 @@ embedding images in InceptionV3 on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -29,12 +30,9 @@ from genproc.recipe import DataConfig
 
 def embed_rate(images: torch.Tensor, weights_path: str, channels_last: bool, batch: int = 64) -> tuple[float, torch.Tensor]:
     """(images per second, features) for embedding ``images`` (uint8 N×3×H×W) with the Inception extractor."""
-    kw = dict(feature_extractor_weights_path=weights_path, verbose=False)
-    if channels_last:
-        with channels_last_extractor(INCEPTION):
-            fe = create_feature_extractor(INCEPTION, ["2048"], cuda=False, **kw)
-    else:
-        fe = create_feature_extractor(INCEPTION, ["2048"], cuda=False, **kw)
+    with channels_last_extractor(INCEPTION) if channels_last else contextlib.nullcontext():
+        fe = create_feature_extractor(INCEPTION, ["2048"], cuda=False, feature_extractor_weights_path=weights_path,
+                                      verbose=False)
     fe(images[:2])  # warm-up
     t0 = time.perf_counter()
     feats = torch.cat([fe(images[i:i + batch])[0] for i in range(0, len(images), batch)])

@@ -35,6 +35,27 @@ class Heartbeat:
         tail = "done" if self.done >= self.total else f"about {_duration(left)} left"
         self.log(f"{self.what}: {self.done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, {tail}")
 
+    def close(self) -> None:
+        pass
+
+
+class _Silent:
+    def update(self, k: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def counter(what: str, total: int, *, progress: bool, log: Callable[[str], Any] | None, unit: str = "img") -> Any:
+    """Something with ``update(k)`` and ``close()``: a tqdm bar if ``progress`` (a terminal), else a
+    :class:`Heartbeat` if there is a ``log``, else nothing."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=what, unit=unit, leave=False)
+    return Heartbeat(what, total, log, unit=unit) if log is not None else _Silent()
+
 
 def _duration(s: float) -> str:
     if s < 90:

@@ -129,8 +129,8 @@ def test_in_training_evaluation_is_logged(tmp_path, tiny_dict):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_slow_precision_warning_only_without_native_kernels(monkeypatch, native):
-    from genproc.engine.sampler import slow_precision_warning
+def test_slow_precision_warning_only_without_native_kernels(monkeypatch, request, native):
+    from genproc.engine.sampler import _native_cpu_kernels, slow_precision_warning
 
     class FakeMkldnn:
         @staticmethod
@@ -142,6 +142,8 @@ def test_slow_precision_warning_only_without_native_kernels(monkeypatch, native)
             return native
 
     monkeypatch.setattr(torch.ops, "mkldnn", FakeMkldnn)
+    _native_cpu_kernels.cache_clear()  # the check is memoised per process: start and end with a fresh one
+    request.addfinalizer(_native_cpu_kernels.cache_clear)
     cpu = torch.device("cpu")
     assert slow_precision_warning(cpu, "fp32") is None
     assert slow_precision_warning(torch.device("cuda", 0), "bf16") is None  # GPUs have the kernels

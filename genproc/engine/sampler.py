@@ -6,6 +6,7 @@ the batch size, so the same seed gives the same images in any batching.
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,17 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
+@functools.cache
+def _native_cpu_kernels(precision: str) -> bool:
+    """Whether oneDNN has native ``precision`` (bf16/fp16) kernels on this CPU; True when torch cannot tell."""
+    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
+    fn = getattr(torch.ops.mkldnn, check, None)
+    try:
+        return bool(fn()) if fn is not None else True
+    except Exception:  # noqa: BLE001 - an op this torch build lacks: assume fine rather than warn wrongly
+        return True
+
+
 def slow_precision_warning(device: torch.device, precision: str) -> str | None:
     """A one-line warning when ``precision`` has no fast kernels on this CPU, else None.
 
@@ -36,15 +48,7 @@ def slow_precision_warning(device: torch.device, precision: str) -> str | None:
     convolutions and torch falls back to ``_slow_conv2d_forward``: on this project's AVX2 machine
     a bf16 U-Net forward pass is ~20× slower than fp32.
     """
-    if device.type != "cpu" or precision == "fp32":
-        return None
-    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
-    fn = getattr(torch.ops.mkldnn, check, None)
-    try:
-        fast = bool(fn()) if fn is not None else True
-    except Exception:  # noqa: BLE001 - an op this torch build lacks: assume fine rather than warn wrongly
-        fast = True
-    if fast:
+    if device.type != "cpu" or precision == "fp32" or _native_cpu_kernels(precision):
         return None
     return (f"precision {precision} on this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native "
             f"{precision} convolutions and runs many times slower than fp32")

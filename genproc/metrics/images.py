@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from genproc.progress import Heartbeat
+from genproc.progress import counter
 
 
 def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -37,8 +36,7 @@ class SampleStream(Dataset):
                  progress: bool = False, log: Callable[[str], Any] | None = None):
         self.run, self.n, self.seed, self.delta, self.batch_size = run, n, seed, delta, batch_size
         self._start, self._images = -1, torch.empty(0)
-        self._bar = tqdm(total=n, desc="sampling", unit="img", disable=not progress, leave=False)
-        self._beat = Heartbeat("sampling", n, log) if log is not None and not progress else None
+        self._progress = counter("sampling", n, progress=progress, log=log)
 
     def __len__(self) -> int:
         return self.n
@@ -52,11 +50,9 @@ class SampleStream(Dataset):
             res = self.run.sample(count, seed=self.seed, delta=self.delta, batch_size=count, capture_every=-1,
                                   start_index=start)
             self._start, self._images = start, to_uint8_rgb(res.images)  # (count, 3, H, W)
-            self._bar.update(count)
-            if self._beat is not None:
-                self._beat.update(count)
+            self._progress.update(count)
             if start + count == self.n:
-                self._bar.close()
+                self._progress.close()
         return self._images[i - start]
 
 

@@ -34,7 +34,7 @@ from genproc.metrics.heat_elbo import HeatELBO
 from genproc.processes.ddpm import DDPMProcess
 from genproc.processes.heat import HeatProcess
 from genproc.processes.rng import SampleRNG
-from genproc.progress import Heartbeat
+from genproc.progress import counter
 
 NLL_TERMS: dict[type, Callable[..., Any]] = {HeatProcess: HeatELBO, DDPMProcess: DDPMELBO}
 DEQUANT_STREAM, ELBO_STREAM = 11, 12  # SampleRNG streams: image i's noise depends only on (seed, i)
@@ -77,15 +77,13 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
     data: an ImageDataset (the evaluation split). Returns total and per-term means in nats
     and bits/dim, the standard error of the total, and the number of images used.
     """
-    from tqdm.auto import tqdm
-
     terms_fn = nll_terms_for(run.process, run.data, run.device)
     n = min(n, len(data))
     dims = data[0].numel()
     sums: dict[str, float] = {}
     tot_sum = tot_sq = 0.0
-    beat = Heartbeat("nll", n, log) if log is not None and not progress else None
-    for b0 in tqdm(range(0, n, batch_size), desc="nll", disable=not progress, leave=False):
+    bar = counter("nll", n, progress=progress, log=log)
+    for b0 in range(0, n, batch_size):
         idx = list(range(b0, min(n, b0 + batch_size)))
         x = data.get_batch(torch.tensor(idx)).to(run.device)  # (B, C, H, W) in [0, 1]
         x = dequantize(x, uniform(SampleRNG(seed, idx, DEQUANT_STREAM, run.device), tuple(x.shape[1:])))
@@ -95,8 +93,8 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
             sums[key] = sums.get(key, 0.0) + float(v.sum())
         tot_sum += float(total.sum())
         tot_sq += float((total**2).sum())
-        if beat is not None:
-            beat.update(len(idx))
+        bar.update(len(idx))
+    bar.close()
     mean = tot_sum / n
     std_err = math.sqrt(max(tot_sq / n - mean**2, 0.0) / max(n - 1, 1))
     nats = {k: s / n for k, s in sums.items()}
