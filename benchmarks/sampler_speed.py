@@ -20,7 +20,7 @@ def timed(run, n: int) -> tuple[float, int]:
         run.data  # noqa: B018 - load the prior's data before timing
     t0 = time.perf_counter()
     run.sample(n, seed=0, batch_size=n, capture_every=-1)
-    return n / (time.perf_counter() - t0), len(run.process.sampling_levels())
+    return n / (time.perf_counter() - t0), len(run.process.reverse_levels())
 
 
 def main() -> None:

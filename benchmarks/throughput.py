@@ -39,7 +39,7 @@ def train_ips(r, precision: str, steps: int, batch: int, device: torch.device) -
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        k = proc.sample_levels(batch, g).to(device)
+        k = proc.draw_training_levels(batch, g).to(device)
         inp, target = proc.training_pair(x0, k, torch.randn(x0.shape, generator=g).to(device))
         with autocast(device, precision):
             out = net(inp, k)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from genproc.cli_common import old_flag, sampling_option, user_errors
 from genproc.errors import GenprocError
 
 app = typer.Typer(
@@ -17,14 +18,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(e: Exception) -> None:
-    msg = str(e).strip()
-    if "\n" in msg:  # re-raised from a DataLoader worker: keep the original one-line message
-        msg = msg.splitlines()[-1].removeprefix("genproc.errors.GenprocError: ")
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -38,7 +31,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the tqdm progress bar."),
 ) -> None:
     """Train a model from a recipe (or resume it). Launch under torchrun for multi-GPU/multi-process DDP."""
-    try:
+    with user_errors():
         from genproc.recipe import load_recipe, recipe_to_yaml
 
         r = load_recipe(recipe, set_)
@@ -51,14 +44,13 @@ def train(
             typer.echo(recipe_to_yaml(r).rstrip())
             typer.echo(f"# parameters: {count_parameters(net):,}")
             return
-        from genproc.engine import train as run_train
+        from genproc.api import train as run_train
 
-        res = run_train(r, run_dir or Path("runs") / r.name, data_root=data_root, max_steps=max_steps, progress=progress)
-    except GenprocError as e:
-        _fail(e)
-    if res.interrupted:
-        raise typer.Exit(130)
-    typer.echo(f"done: step {res.step}, samples in {res.run_dir / 'samples'}, checkpoints in {res.run_dir / 'checkpoints'}")
+        try:
+            run = run_train(r, run_dir, data_root=data_root, max_steps=max_steps, progress=progress)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    typer.echo(f"done: step {run.step}, samples in {run.run_dir / 'samples'}, checkpoints in {run.run_dir / 'checkpoints'}")
 
 
 @app.command()
@@ -66,7 +58,7 @@ def sample(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'genproc train'."),
     n: int = typer.Option(64, "--n", help="Number of samples."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run_dir>/samples/sample_seed<seed>)."),
-    delta: Optional[float] = typer.Option(None, "--delta", help="Sampling noise std (default: the recipe's)."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="IHDM/blur sampling noise std; short for --sampling delta=VALUE (default: the recipe's)."),
     seed: int = typer.Option(0, "--seed", help="Seed; sample i depends only on (seed, i)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass (does not change the samples)."),
     same_init: bool = typer.Option(False, "--same-init", help="All samples start from the same prior state."),
@@ -75,29 +67,26 @@ def sample(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder for the prior, if it moved since training."),
     weights: str = typer.Option("ema", "--weights", help="ema (default) or model."),
-    set_: list[str] = typer.Option([], "--set", help="Sampling-time process override, e.g. --set process.sampler=ddim --set process.ddim_steps=50 for DDPM (repeatable)."),
+    sampling: list[str] = sampling_option(),
+    old_set: list[str] = old_flag("--set"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 autocast for the network (default: the recipe's train.precision)."),
 ) -> None:
     """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png."""
-    try:
+    with user_errors():
         if n < 1:
             raise GenprocError(f"--n must be >= 1, got {n}")
         if batch_size < 1:
             raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
-        if weights not in ("ema", "model"):
-            raise GenprocError(f"--weights must be 'ema' or 'model', got {weights!r}")
         if precision not in (None, "fp32", "bf16", "fp16"):
             raise GenprocError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
         from genproc.engine import write_samples
         from genproc.run import load
 
-        run = load(run_dir, checkpoint, data_root, weights=weights, sampling=set_)
-        res = run.sample(n, seed=seed, batch_size=batch_size, delta=delta, same_init=same_init, share_noise=share_noise,
-                         capture_every=capture_every, progress=sys.stderr.isatty(),
-                         **({} if precision is None else {"precision": precision}))
+        run = load(run_dir, checkpoint=checkpoint, data_root=data_root, weights=weights)
+        run = run.with_sampling([*old_set, *sampling, *([] if delta is None else [f"delta={delta}"])])
+        res = run.sample(n, seed=seed, batch_size=batch_size, same_init=same_init, share_noise=share_noise,
+                         capture_every=capture_every, progress=sys.stderr.isatty(), precision=precision)
         files = write_samples(res, out or run_dir / "samples" / f"sample_seed{seed}")
-    except GenprocError as e:
-        _fail(e)
     typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
 
 

@@ -9,24 +9,25 @@ from typing import Optional
 
 import typer
 
-from genproc.errors import GenprocError
+from genproc.cli_common import old_flag, sampling_option, user_errors
 
 
 def split_runs(args: list[str], runs: list[str]) -> tuple[list[str], list[str]]:
     """Names and run dirs from the command line. An option takes one value, so in
     ``compare ihdm ddpm --runs A B`` click leaves B among the names: trailing positionals that are
     existing paths and not process names are moved (in order) to the runs; commas also separate runs."""
-    from genproc.compare import ALIASES, PROCESS_NAMES
+    from genproc.processes import lookup, registered
 
+    known = {n for name in registered() for n in (name, *lookup(name).aliases)}
     runs = [r for item in runs for r in str(item).split(",") if r]
     names, extra = list(args), []
-    while runs and names and names[-1].lower() not in {*PROCESS_NAMES, *ALIASES} and Path(names[-1]).exists():
+    while runs and names and names[-1].lower() not in known and Path(names[-1]).exists():
         extra.insert(0, names.pop())
     return names, runs + extra
 
 
 def compare_command(
-    processes: list[str] = typer.Argument(..., help="Processes to compare: ihdm, ddpm, blur (recipe <process>_<dataset>_small.yaml each)."),
+    processes: list[str] = typer.Argument(..., help="Processes to compare, by registered name: e.g. ihdm (alias heat), ddpm, blur (recipe <process>_<dataset>_small.yaml each)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set of the recipes (default mnist); with --runs, checked against the runs'."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder of the data set (overrides data.root and $GENPROC_DATA)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Training steps for every process (default: the recipes' train.max_steps, if equal)."),
@@ -37,7 +38,8 @@ def compare_command(
     out: Path = typer.Option(Path("compare"), "--out", help="Report folder; runs are trained into <out>/runs/<process> (rerun to resume)."),
     runs: Optional[list[str]] = typer.Option(None, "--runs", help="Existing run dirs, one per process in the same order (after the names: --runs A B, or A,B); nothing is trained."),
     set_: list[str] = typer.Option([], "--set", help="Override a key in every recipe, e.g. --set train.batch_size=32 (repeatable)."),
-    sample_set: list[str] = typer.Option([], "--sample-set", help="Sampling-time override for the processes that have the key, e.g. --sample-set process.sampler=ddim --sample-set process.ddim_steps=50 (DDPM only; repeatable)."),
+    sampling: list[str] = sampling_option(),
+    old_sample_set: list[str] = old_flag("--sample-set"),
     recipes_dir: Optional[Path] = typer.Option(None, "--recipes-dir", help="Folder of <process>_<dataset>_small.yaml recipes (default: the repository's recipes/)."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples, grids, dequantisation and ELBO noise (shared by all processes)."),
     grid: int = typer.Option(16, "--grid", help="Samples in each process's grid (also timed for sample img/s)."),
@@ -46,7 +48,7 @@ def compare_command(
     extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
 ) -> None:
     """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures."""
-    try:
+    with user_errors():
         from genproc.compare import compare
 
         def log(msg: str) -> None:
@@ -55,10 +57,7 @@ def compare_command(
         names, run_dirs = split_runs(processes, runs or [])
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
-                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sample_overrides=sample_set, n_ref=n_ref,
+                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref,
                          progress=sys.stderr.isatty(), log=log)
-    except GenprocError as e:
-        typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)
-        raise typer.Exit(2)
     typer.echo(report["table"])
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")

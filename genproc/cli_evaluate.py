@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from genproc.errors import GenprocError
+from genproc.cli_common import old_flag, sampling_option, user_errors
 
 
 def evaluate_command(
@@ -18,32 +18,30 @@ def evaluate_command(
     n: int = typer.Option(10000, "--n", help="Generated samples (fid/kid/prc); test images (nll)."),
     split: str = typer.Option("test", "--split", help="Reference split for fid/kid/prc and the images nll is measured on."),
     n_ref: Optional[int] = typer.Option(None, "--n-ref", help="Use only the first N reference images (default: the whole split)."),
-    delta: Optional[float] = typer.Option(None, "--delta", help="Sampling noise std; for nll the std of p(u_{k-1}|u_k) and of the KDE prior (default: the recipe's)."),
+    delta: Optional[float] = typer.Option(None, "--delta", help="IHDM/blur sampling noise std, short for --sampling delta=VALUE; for nll the std of p(x_{k-1}|x_k) and of the KDE prior (default: the recipe's)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="InceptionV3 weights file for torch-fidelity (offline); env GENPROC_INCEPTION_WEIGHTS."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples, dequantisation and ELBO noise."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder, if it moved since training."),
-    set_: list[str] = typer.Option([], "--set", help="Sampling-time process override, e.g. --set process.sampler=ddim --set process.ddim_steps=50 for DDPM (repeatable)."),
+    sampling: list[str] = sampling_option(),
+    old_set: list[str] = old_flag("--set"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache (default: $GENPROC_CACHE/fidelity or ~/.cache/genproc/fidelity)."),
 ) -> None:
     """Evaluate a trained run: FID/KID (torch-fidelity) and NLL in bits/dim; prints a table, writes <run_dir>/eval/*.json."""
-    try:
-        from genproc.metrics import evaluate, format_table
+    with user_errors():
+        from genproc.metrics import evaluate, format_table, parse_metrics
+        from genproc.run import load
 
         def log(msg: str) -> None:
             typer.echo(msg, err=True)
 
-        if set_:
-            from genproc.run import load
-
-            run_dir = load(run_dir, checkpoint, data_root, sampling=set_)  # evaluate() takes a loaded run as well
-        records = evaluate(run_dir, metrics, n=n, split=split, n_ref=n_ref, delta=delta, seed=seed, batch_size=batch_size,
-                           checkpoint=checkpoint, data_root=data_root, inception_weights=inception_weights,
-                           cache_dir=cache_dir, progress=sys.stderr.isatty(), log=log)
-    except GenprocError as e:
-        typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)
-        raise typer.Exit(2)
+        parse_metrics(metrics)  # an unknown metric fails before the run is loaded
+        run = load(run_dir, checkpoint=checkpoint, data_root=data_root)
+        run = run.with_sampling([*old_set, *sampling, *([] if delta is None else [f"delta={delta}"])])
+        records = evaluate(run, metrics, n=n, split=split, n_ref=n_ref, seed=seed, batch_size=batch_size,
+                           data_root=data_root, inception_weights=inception_weights, cache_dir=cache_dir,
+                           progress=sys.stderr.isatty(), log=log)
     typer.echo(format_table(records))
     for r in records:
         typer.echo(f"wrote {r['json']}")

@@ -10,7 +10,6 @@ files (``FIGURES``); later analyses append to these lists. E.g.
 
 from __future__ import annotations
 
-import difflib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,21 +20,18 @@ from typing import Any
 import torch
 
 from genproc import GenprocError, __version__
+from genproc.processes import canonical_name, name_of
+from genproc.run import LoadedRun, load, with_sampling_where_known
 
-PROCESS_NAMES: dict[str, str] = {"ihdm": "heat", "ddpm": "ddpm", "blur": "blur"}  # compare name -> process registry name
-ALIASES: dict[str, str] = {"heat": "ihdm"}
 REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # default --recipes-dir (else ./recipes)
 
 
 def canonical_names(names: Sequence[str]) -> list[str]:
-    """Lower-cased, aliases resolved; an unknown (nearest valid name given) or repeated name is an error."""
+    """Registered process names with aliases resolved (``heat`` -> ``ihdm``); an unknown (nearest valid name
+    given) or repeated name is an error."""
     out: list[str] = []
     for raw in names:
-        name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
-        if name not in PROCESS_NAMES:
-            near = difflib.get_close_matches(name, [*PROCESS_NAMES, *ALIASES], n=1)
-            raise GenprocError(f"unknown process '{raw}'{f'; did you mean {near[0]!r}?' if near else ''} "
-                               f"(known: {', '.join(PROCESS_NAMES)})")
+        name = canonical_name(raw)
         if name in out:
             raise GenprocError(f"process '{name}' given twice; name each process once")
         out.append(name)
@@ -47,9 +43,9 @@ def _check_same(names: list[str], items: list[tuple[Path, Any]], dataset: str | 
     keys = [(r.data.name, r.data.image_size, r.data.channels, r.data.max_images) for _, r in items]
     desc = lambda k: f"{k[0]} {k[1]}px {k[2]}ch" + (f" (first {k[3]} images)" if k[3] else "")  # noqa: E731
     for name, (where, r), key in zip(names, items, keys):
-        if (got := r.to_dict()["process"]["name"]) != PROCESS_NAMES[name]:
-            raise GenprocError(f"{what}: {where} has process '{got}' but was given as '{name}' (expected "
-                               f"'{PROCESS_NAMES[name]}'); give them in the order of the names")
+        if (got := name_of(r.process)) != name:
+            raise GenprocError(f"{what}: {where} has process '{got}' but was given as '{name}'; "
+                               f"give them in the order of the names")
         if key != keys[0] or (dataset is not None and key[0] != dataset):
             want = f"{desc(keys[0])} like {items[0][0]}" if key != keys[0] else dataset
             raise GenprocError(f"{what}: {where} uses {desc(key)}, not {want}; the comparison needs one data set")
@@ -75,8 +71,8 @@ def _recipes(names: list[str], dataset: str, recipes_dir: Path, budget: int | No
 class Entry:
     """One process of the comparison: its run, evaluation records, a timed sample draw, its table row."""
 
-    name: str
-    run: Any  # genproc.run.LoadedRun
+    name: str  # the process's canonical name
+    run: LoadedRun
     records: list[dict[str, Any]]
     sample: Any  # genproc.engine.SampleResult, with trajectory
     sample_seconds: float
@@ -103,7 +99,7 @@ def measure_run(e: Entry) -> dict[str, Any]:
     path = e.run.run_dir / "metrics.jsonl"
     lines = [json.loads(s) for s in (path.read_text().splitlines() if path.is_file() else []) if s.strip()]
     ips = [d["img_per_s"] for d in lines if "img_per_s" in d]  # evaluation lines ({"step", "eval"}) have none
-    return {"train_img_s": float(torch.tensor(ips).median()) if ips else None, "sampling_steps": len(e.run.process.sampling_levels()),
+    return {"train_img_s": float(torch.tensor(ips).median()) if ips else None, "sampling_steps": len(e.run.process.reverse_levels()),
             "sample_img_s": e.sample.images.shape[0] / max(e.sample_seconds, 1e-9), "params": count_parameters(e.run.net),
             "budget_steps": e.run.step, "run_dir": str(e.run.run_dir)}
 
@@ -126,7 +122,7 @@ _pair = lambda a, b: lambda r: "–" if r.get(a) is None else f"{r[a]:.2f} / {r[
 _num = lambda key, fmt: lambda row: "–" if row.get(key) is None else format(row[key], fmt)  # noqa: E731 - a column
 MEASURES: list[Callable[[Entry], dict[str, Any]]] = [measure_metrics, measure_run, measure_interpolation, measure_gradients]
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-    ("process", lambda r: r["process"]), ("FID", _num("fid", ".2f")),
+    ("process", lambda r: r.get("label", r["process"])), ("FID", _num("fid", ".2f")),
     ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"),
     ("NLL bits/dim", lambda r: "–" if r.get("nll") is None else f"{r['nll']:.3f} ({r['nll_convention']})"),
     ("train img/s", _num("train_img_s", ".1f")), ("sample img/s", _num("sample_img_s", ".2f")),
@@ -187,17 +183,18 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             budget: int | None = None, n: int = 1000, metrics: str = "fid,kid,nll", out: str | Path = "compare",
             data_root: str | None = None, overrides: Sequence[str] = (), recipes_dir: str | Path | None = None,
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
-            seed: int = 0, grid_n: int = 16, batch_size: int = 64, sample_overrides: Sequence[str] = (), n_ref: int | None = None,
+            seed: int = 0, grid_n: int = 16, batch_size: int = 64,
+            sampling: dict[str, Any] | Sequence[str] = (), n_ref: int | None = None,
             progress: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
     dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match).
-    sample_overrides: sampling-time ``process.KEY=VALUE`` settings, each applied to the runs whose process has KEY
-    (e.g. ``process.sampler=ddim`` changes only DDPM); one that fits no run is an error."""
-    from genproc.engine import train
+    names: registered process names or aliases. sampling: sampling-time settings ({"sampler": "ddim"} or
+    ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only DDPM); one that
+    fits no run is an error."""
+    from genproc.api import train
     from genproc.metrics import evaluate, parse_metrics
     from genproc.metrics.fidelity import FIDELITY_METRICS
     from genproc.metrics.inception import INCEPTION, resolve_weights
-    from genproc.run import load
 
     names, metric_list, out, extractor = canonical_names(names), parse_metrics(metrics), Path(out), extractor or INCEPTION
     for bad, msg in [
@@ -220,11 +217,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         for name, r in zip(names, recipes):
             r.train.max_steps = budget  # the shared budget, stated in the saved recipe
             log(f"== {name}: training {r.name} to step {budget} in {out / 'runs' / name}")
-            res = train(r, out / "runs" / name, data_root=data_root, progress=progress, log=log)
-            if res.interrupted:
-                raise GenprocError(f"interrupted while training '{name}' (checkpoint saved); rerun the same command to resume")
-            run_dirs.append(res.run_dir)
-    loaded = with_sample_overrides([load(d, data_root=data_root) for d in run_dirs], sample_overrides)
+            run_dirs.append(train(r, out / "runs" / name, data_root=data_root, progress=progress, log=log).run_dir)
+    loaded = with_sampling_where_known([load(d, data_root=data_root) for d in run_dirs], sampling)
     _check_same(names, [(r.run_dir, r.recipe) for r in loaded], dataset if runs is not None else None, "--runs")
     if fid and runs is not None:
         resolve_weights(extractor, inception_weights)
@@ -234,33 +228,18 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         recs = evaluate(run, metric_list, n=n, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
                         extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir, progress=progress,
                         log=log)
-        if getattr(run.process, "needs_data_for_prior", False):
-            run.data  # noqa: B018 - load the prior's data before timing the sampler
+        run.prior_data()  # load the prior's data (if any) before timing the sampler
         t0 = time.perf_counter()
         res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
         entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed))
     return write_report(entries, out, {"budget_steps": budget, "n": n, "n_ref": n_ref, "seed": seed, "metrics": metric_list,
-                                       "sample_overrides": {e.name: list(e.run.sampling) for e in entries}})
-
-
-def with_sample_overrides(runs: list[Any], overrides: Sequence[str]) -> list[Any]:
-    """Each run with the overrides whose key its process config lists in ``SAMPLING_KEYS``."""
-    keys = lambda r: {f"process.{k}" for k in getattr(type(r.recipe.process), "SAMPLING_KEYS", ())}  # noqa: E731
-    for o in overrides:
-        if not any(o.split("=", 1)[0].strip() in keys(r) for r in runs):
-            raise GenprocError(f"--sample-set '{o}' fits none of the runs; sampling-time keys: "
-                               f"{', '.join(sorted(set().union(*map(keys, runs)))) or '(none)'}")
-    out = []
-    for r in runs:
-        mine = [o for o in overrides if o.split("=", 1)[0].strip() in keys(r)]
-        out.append(r.with_sampling(mine) if mine else r)
-    return out
+                                       "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
 
 
 def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Measure every entry (``MEASURES``), draw ``FIGURES``, write report.json and report.md into ``out``."""
     for e in entries:
-        e.row.update({"process": e.name}, **{k: v for m in MEASURES for k, v in m(e).items()})
+        e.row.update({"process": e.name, "label": e.run.process.label}, **{k: v for m in MEASURES for k, v in m(e).items()})
     out.mkdir(parents=True, exist_ok=True)
     files = {k: v for fig in FIGURES for k, v in fig(entries, out).items()}
     rows = [e.row for e in entries]
@@ -281,7 +260,8 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
         f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}; "
         f"genproc {report['genproc_version']}, {report['created']}.",
-        *[f"Sampling overrides for {k}: {', '.join(v)}." for k, v in report.get("sample_overrides", {}).items() if v],
+        *[f"Sampling settings changed for {k}: {', '.join(f'{a}={b}' for a, b in v.items())}."
+          for k, v in report.get("sample_overrides", {}).items() if v],
         "", report["table"], "", *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
         f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "
         f"({entries[0].sample.images.shape[0]} images in one batch, trajectory captured).", "",

@@ -11,8 +11,13 @@ A recipe has five sections::
     sample:  {n: 64, batch_size: 64, ...}                        -> SampleConfig
 
 ``process`` and ``net`` are validated against the dataclass that the chosen
-process / net registers (see ``genproc.processes.PROCESSES`` and
-``genproc.nets.NETS``), so each component owns its parameters.
+process / net registers (see :func:`genproc.processes.register` and
+``genproc.nets.NETS``), so each component owns its parameters. A process may be
+named by an alias (``heat`` for ``ihdm``); saved recipes carry the canonical name.
+
+A recipe built in Python is first-class: ``Recipe(name=..., data=DataConfig(...),
+process=HeatConfig(K=10), net=UNetConfig(...))`` round-trips through
+:meth:`Recipe.to_dict`, :func:`recipe_to_yaml` and :func:`recipe_from_dict`.
 
 Unknown keys are rejected with the nearest valid key; wrong types name the field.
 ``--set a.b=v`` overrides are parsed as YAML scalars and validated the same way.
@@ -27,6 +32,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -106,12 +112,25 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
+    def __post_init__(self) -> None:
+        if self.process is None:
+            from genproc.processes.heat import HeatConfig
+
+            self.process = HeatConfig()
+        if self.net is None:
+            from genproc.nets.unet import UNetConfig
+
+            self.net = UNetConfig()
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML serialisable), with ``name`` inside process and net."""
+        from genproc.nets import name_of as net_name
+        from genproc.processes import name_of as process_name
+
         out: dict[str, Any] = {"name": self.name, "seed": self.seed}
         out["data"] = dataclasses.asdict(self.data)
-        out["process"] = {"name": self.process.__class__._registry_name, **dataclasses.asdict(self.process)}
-        out["net"] = {"name": self.net.__class__._registry_name, **dataclasses.asdict(self.net)}
+        out["process"] = {"name": process_name(self.process), **dataclasses.asdict(self.process)}
+        out["net"] = {"name": net_name(self.net), **dataclasses.asdict(self.net)}
         out["train"] = dataclasses.asdict(self.train)
         out["sample"] = dataclasses.asdict(self.sample)
         return json.loads(json.dumps(out))  # tuples -> lists
@@ -202,7 +221,8 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, where: str) -> Any
     return obj
 
 
-def _registered(section: str, values: Any, registry: dict[str, tuple[Any, type]]) -> Any:
+def _registered(section: str, values: Any, registry: dict[str, type]) -> Any:
+    """Build the config of section ``process`` or ``net`` from ``registry`` (canonical name -> config class)."""
     if not isinstance(values, dict) or "name" not in values:
         raise GenprocError(f"recipe section '{section}' needs a 'name' (one of: {', '.join(registry)})")
     values = dict(values)
@@ -211,16 +231,24 @@ def _registered(section: str, values: Any, registry: dict[str, tuple[Any, type]]
         near = difflib.get_close_matches(str(name), list(registry), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise GenprocError(f"recipe field '{section}.name': unknown {section} '{name}'{hint} (known: {', '.join(registry)})")
-    cfg_cls = registry[name][1]
-    cfg = build_dataclass(cfg_cls, values, f"{section}.")
-    cfg_cls._registry_name = name
-    return cfg
+    return build_dataclass(registry[name], values, f"{section}.")
+
+
+def _process_config(values: Any) -> Any:
+    """The ``process`` section: its name (or alias) resolved through :mod:`genproc.processes`' registry."""
+    from genproc import processes
+
+    if isinstance(values, dict) and "name" in values:
+        try:
+            values = {**values, "name": processes.canonical_name(values["name"])}
+        except GenprocError as e:
+            raise GenprocError(f"recipe field 'process.name': {e}") from None
+    return _registered("process", values, {n: processes.lookup(n).config_cls for n in processes.registered()})
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """Validate a nested dict (as read from YAML) into a :class:`Recipe`."""
     from genproc.nets import NETS
-    from genproc.processes import PROCESSES
 
     if not isinstance(d, dict):
         raise GenprocError(f"a recipe must be a YAML mapping, got {type(d).__name__}")
@@ -232,25 +260,43 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
         name=_coerce(d.get("name", "unnamed"), str, "name"),
         seed=_coerce(d.get("seed", 0), int, "seed"),
         data=build_dataclass(DataConfig, d.get("data"), "data."),
-        process=_registered("process", d.get("process"), PROCESSES),
-        net=_registered("net", d.get("net"), NETS),
+        process=_process_config(d.get("process")),
+        net=_registered("net", d.get("net"), {name: cfg_cls for name, (_, cfg_cls) in NETS.items()}),
         train=build_dataclass(TrainConfig, d.get("train"), "train."),
         sample=build_dataclass(SampleConfig, d.get("sample"), "sample."),
     )
 
 
-def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def parse_setting(item: str, flag: str = "--set", example: str = "train.lr=1e-4") -> tuple[str, Any]:
+    """'KEY=VALUE' -> (KEY, VALUE parsed as a YAML scalar): the one parser of command-line settings."""
+    if "=" not in item:
+        raise GenprocError(f"{flag} expects KEY=VALUE (e.g. {example}), got '{item}'")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def parse_sampling(items: Sequence[str] | Mapping[str, Any], flag: str = "--sampling") -> dict[str, Any]:
+    """Sampling-time settings as keyword arguments: ``["sampler=ddim", "process.ddim_steps=50"]`` ->
+    ``{"sampler": "ddim", "ddim_steps": 50}`` (the ``process.`` prefix is optional); a mapping passes through."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in items:
+        key, value = parse_setting(item, flag, "sampler=ddim")
+        out[key.removeprefix("process.")] = value
+    return out
+
+
+def apply_overrides(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``a.b=v`` overrides (v parsed as a YAML scalar) to a nested recipe dict."""
     d = json.loads(json.dumps(d))
     for item in overrides:
-        if "=" not in item:
-            raise GenprocError(f"--set expects KEY=VALUE (e.g. train.lr=1e-4), got '{item}'")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        parts = key.strip().split(".")
+        key, value = parse_setting(item)
+        parts = key.split(".")
         node = d
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
@@ -273,9 +319,14 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
     return d or {}
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[str] | None = None) -> Recipe:
     """Load, override and validate a recipe file."""
     return recipe_from_dict(apply_overrides(load_recipe_dict(path), overrides or []))
+
+
+def with_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
+    """A validated copy of ``recipe`` with ``a.b=v`` overrides applied (none: the recipe itself)."""
+    return recipe_from_dict(apply_overrides(recipe.to_dict(), overrides)) if overrides else recipe
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -1,9 +1,15 @@
-"""Load a finished (or running) run directory, ready to sample: ``genproc.load(run_dir)``."""
+"""A trained model, ready to sample: :class:`LoadedRun`, from :func:`load` (a run directory) or ``genproc.train``.
+
+    run = genproc.load("runs/ihdm_mnist_small")
+    images = run.sample(16, seed=0).images                       # (16, C, H, W) in [0, 1]
+    ddim = genproc.load("runs/ddpm_mnist_small").with_sampling(sampler="ddim", ddim_steps=50)
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,75 +21,113 @@ from genproc.engine.distributed import DistInfo, pick_device
 from genproc.engine.sampler import SampleResult, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net
-from genproc.processes import build_process
-from genproc.recipe import Recipe, apply_overrides, recipe_from_dict
+from genproc.processes import ForwardProcess, build_process, name_of
+from genproc.recipe import Recipe, parse_sampling, recipe_from_dict
 
 
 @dataclass
 class LoadedRun:
-    """A trained model: recipe, process, EMA network (eval mode), training data (for the prior)."""
+    """A trained model: recipe, process, network (eval mode), and the training data (for priors built from it).
+
+    ``sampling`` holds the sampling-time settings changed since training (:meth:`with_sampling`)."""
 
     run_dir: Path
     recipe: Recipe
-    process: Any
+    process: ForwardProcess
     net: torch.nn.Module
     step: int
     checkpoint: Path
     device: torch.device
     data_root: str | None = None
-    sampling: tuple[str, ...] = ()  # sampling-time overrides applied to the trained recipe, e.g. ("process.sampler=ddim",)
+    sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
     _data: Any = None
 
     @property
     def data(self) -> Any:
-        """The training set (loaded on first use; the heat prior draws from it)."""
+        """The training set (loaded on first use; the IHDM prior draws from it)."""
         if self._data is None:
             from genproc.data import build_dataset
 
             self._data = build_dataset(self.recipe.data, "train", self.data_root)
         return self._data
 
-    def with_sampling(self, overrides: Sequence[str]) -> "LoadedRun":
-        """The same trained network under other sampling-time settings (see :func:`sampling_recipe`), e.g.
-        ``run.with_sampling(["process.sampler=ddim", "process.ddim_steps=50"])``; the net and data are shared."""
-        recipe = sampling_recipe(self.recipe.to_dict(), overrides)
-        return replace(self, recipe=recipe, process=build_process(recipe.process), sampling=(*self.sampling, *overrides))
+    @property
+    def process_name(self) -> str:
+        """The process's canonical registry name (``ihdm``, ``ddpm``, ...), for keys, figures and file names."""
+        return name_of(self.recipe.process)
 
-    def sample(self, n: int = 64, **kwargs: Any) -> SampleResult:
-        """Draw n samples; keyword arguments as :func:`genproc.engine.generate` (seed, delta, ...)."""
-        kwargs.setdefault("precision", self.recipe.train.precision)
-        if (slow := slow_precision_warning(self.device, kwargs["precision"])) is not None:
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the model's images."""
+        d = self.recipe.data
+        return (d.channels, d.image_size, d.image_size)
+
+    def prior_data(self) -> Any:
+        """The training set when the process's prior draws from it, else None."""
+        return self.data if self.process.needs_data_for_prior else None
+
+    def with_sampling(self, settings: Mapping[str, Any] | Sequence[str] = (), /, **kwargs: Any) -> LoadedRun:
+        """The same trained network under other sampling-time settings, e.g. ``run.with_sampling(delta=0.02)`` (IHDM)
+        or ``run.with_sampling(sampler="ddim", ddim_steps=50)`` (DDPM). Only the keys in the process config's
+        ``SAMPLING_KEYS`` may change; any other key would change the trained model and is refused. The network and the
+        data are shared with this run. ``settings`` may also be ``["delta=0.02", ...]`` strings or a dict."""
+        new = {**parse_sampling(settings), **kwargs}
+        if not new:
+            return self
+        allowed = type(self.recipe.process).SAMPLING_KEYS
+        if bad := [k for k in new if k not in allowed]:
+            raise GenprocError(f"'{bad[0]}' is not a sampling-time setting of process '{self.process_name}' "
+                               f"(sampling-time keys: {', '.join(allowed) or '(none)'}); other keys change the trained model")
+        d = self.recipe.to_dict()
+        d["process"].update(new)
+        recipe = recipe_from_dict(d)
+        return replace(self, recipe=recipe, process=build_process(recipe.process), sampling={**self.sampling, **new})
+
+    def sample(self, n: int = 64, *, seed: int = 0, batch_size: int = 64, same_init: bool = False,
+               share_noise: bool = False, capture_every: int = 0, precision: str | None = None, progress: bool = False,
+               start_index: int = 0) -> SampleResult:
+        """Draw ``n`` samples: ``.images`` (n, C, H, W) in [0, 1], ``.trajectory`` (frames, n, C, H, W) or None.
+
+        Sample i depends only on (seed, start_index + i), not on ``batch_size``. ``same_init``: every sample starts
+        from the first one's prior state; ``share_noise``: every sample uses the first one's step noise.
+        ``capture_every`` = m keeps every m-th state (0: about 20 frames; negative: none). ``precision``:
+        fp32 | bf16 | fp16 autocast (default: the recipe's ``train.precision``).
+        """
+        precision = precision or self.recipe.train.precision
+        if (slow := slow_precision_warning(self.device, precision)) is not None:
             warnings.warn(f"{slow}; pass precision='fp32' (genproc sample --precision fp32)", stacklevel=2)
-        kwargs.setdefault("shape", (self.recipe.data.channels, self.recipe.data.image_size, self.recipe.data.image_size))
-        data = self.data if getattr(self.process, "needs_data_for_prior", False) else None
-        return generate(self.process, self.net, n, data=data, device=self.device, **kwargs)
+        return generate(self.process, self.net, n, shape=self.image_shape, data=self.prior_data(), seed=seed,
+                        batch_size=batch_size, same_init=same_init, share_noise=share_noise, capture_every=capture_every,
+                        device=self.device, precision=precision, progress=progress, start_index=start_index)
 
 
-def sampling_recipe(recipe_dict: dict[str, Any], overrides: Sequence[str]) -> Recipe:
-    """The trained recipe with sampling-time ``process.KEY=VALUE`` overrides (the keys in the process config's
-    ``SAMPLING_KEYS``, e.g. DDPM's sampler, ddim_steps, eta); anything that would change the trained model is an error."""
-    recipe = recipe_from_dict(recipe_dict)
-    allowed = tuple(getattr(type(recipe.process), "SAMPLING_KEYS", ()))
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        field = key.removeprefix("process.")
-        if "=" not in item or not key.startswith("process.") or field not in allowed:
-            what = f"'{item}' is not KEY=VALUE" if "=" not in item else f"'{key}' is not a sampling-time key"
-            raise GenprocError(f"sampling override {what}; for process '{recipe_dict['process']['name']}' use process.KEY=VALUE "
-                               f"with KEY in: {', '.join(allowed) or '(none)'}")
-    return recipe_from_dict(apply_overrides(recipe_dict, list(overrides))) if overrides else recipe
+def with_sampling_where_known(runs: Sequence[LoadedRun], settings: Mapping[str, Any] | Sequence[str]) -> list[LoadedRun]:
+    """Each run with the sampling-time settings its process has (``sampler=ddim`` changes only DDPM runs);
+    a setting that fits none of the runs is an error."""
+    settings = parse_sampling(settings)
+    keys = [set(type(r.recipe.process).SAMPLING_KEYS) for r in runs]
+    for k in settings:
+        if not any(k in ks for ks in keys):
+            raise GenprocError(f"sampling setting '{k}' fits none of the runs; their sampling-time keys: "
+                               f"{', '.join(sorted(set().union(*keys))) or '(none)'}")
+    return [r.with_sampling({k: v for k, v in settings.items() if k in ks}) for r, ks in zip(runs, keys)]
 
 
-def load(run_dir: str | Path, checkpoint: str | None = None, data_root: str | None = None, device: str = "auto",
-         weights: str = "ema", sampling: Sequence[str] = ()) -> LoadedRun:
-    """Load ``run_dir``'s latest (or given) checkpoint. ``weights``: 'ema' (default) or 'model'.
-    ``sampling``: sampling-time overrides, e.g. ``["process.sampler=ddim", "process.ddim_steps=50"]`` for DDPM."""
+def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: str = "ema", device: str = "auto",
+         data_root: str | None = None) -> LoadedRun:
+    """Load ``run_dir``'s latest (or the given) checkpoint, ready to sample.
+
+    checkpoint: a step (``1000``), a checkpoint folder name or path, or None for the latest. weights: 'ema'
+    (default) or 'model'. device: auto | cpu | cuda | cuda:N. data_root: where the training data is now, if it moved.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GenprocError(f"run dir not found: {run_dir} (expected a folder written by 'genproc train')")
-    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    if weights not in ("ema", "model"):
+        raise GenprocError(f"weights must be 'ema' or 'model', got {weights!r}")
+    path = ckpt.resolve_checkpoint(run_dir, None if checkpoint is None else str(checkpoint))
     meta = ckpt.load_meta(path)
-    recipe = sampling_recipe(meta["recipe"], sampling)
+    recipe = recipe_from_dict(meta["recipe"])
     dev = pick_device(device, DistInfo())
     net = build_net(recipe.net, recipe.data.channels, recipe.data.image_size)
     try:
@@ -91,5 +135,4 @@ def load(run_dir: str | Path, checkpoint: str | None = None, data_root: str | No
     except RuntimeError as e:
         raise GenprocError(f"weights in {path} do not fit the recipe's net: {str(e).splitlines()[0]}") from None
     net.to(dev).eval()
-    return LoadedRun(run_dir, recipe, build_process(recipe.process), net, int(meta["step"]), path, dev, data_root,
-                     tuple(sampling))
+    return LoadedRun(run_dir, recipe, build_process(recipe.process), net, int(meta["step"]), path, dev, data_root)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from scipy import ndimage
 
 from genproc.processes.blur import BlurConfig, BlurProcess, gaussian_blur
 from genproc.processes.dct import heat_forward
@@ -36,12 +39,26 @@ def test_identity_at_zero_and_per_sample_sigma():
 
 def test_kernel_wider_than_image_is_capped_and_keeps_structure():
     """sigma_B = 20 on 28 px: the heat equation leaves an almost constant image, the capped
-    reflect-padded Gaussian keeps about twice the contrast (documented difference)."""
+    reflect-padded Gaussian keeps about twice the contrast (documented difference).
+
+    Heat (Neumann): the mean is conserved and every non-constant mode decays at least by the spectral
+    gap exp(-lambda_1 t), lambda_1 = pi^2 / 28^2 (0.081 at t = 200). Blur: the sampled Gaussian, its
+    radius capped at 27 px, with reflection about the edge pixel is scipy.ndimage's mode="mirror"
+    filter; mirror padding makes it a circular convolution over period 54, so the slowest mode
+    cos(pi j / 27) is an eigenvector with gain sum_o g_o cos(pi o / 27) / sum_o g_o (0.161: twice 0.081)."""
     x = torch.zeros(1, 1, 28, 28)
     x[..., :, :7] = 1.0
-    heat, blur = heat_forward(x, 20.0**2 / 2), gaussian_blur(x, 20.0)
-    assert heat.std() < 0.1 * x.std()
-    assert blur.std() > 1.5 * heat.std()  # measured: 0.051 vs 0.026
+    t = 20.0**2 / 2
+    heat, blur = heat_forward(x, t), gaussian_blur(x, 20.0)
+    assert float(heat.mean()) == pytest.approx(7 / 28, abs=1e-6)
+    assert heat.std() <= math.exp(-math.pi**2 / 28**2 * t) * x.std()
+    ref = ndimage.gaussian_filter(x.double().numpy(), (0, 0, 20.0, 20.0), mode="mirror", truncate=27 / 20)
+    torch.testing.assert_close(blur.double(), torch.from_numpy(ref), rtol=0, atol=1e-6)
+    o = torch.arange(-27, 28, dtype=torch.float64)
+    g = torch.exp(-0.5 * (o / 20.0) ** 2)
+    gain = float((g * torch.cos(math.pi * o / 27)).sum() / g.sum())
+    mode = torch.cos(math.pi * torch.arange(28.0) / 27).expand(1, 1, 28, 28)
+    torch.testing.assert_close(gaussian_blur(mode, 20.0), gain * mode, rtol=0, atol=1e-6)
 
 
 def test_blur_process_uses_spatial_operator():

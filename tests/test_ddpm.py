@@ -56,12 +56,10 @@ def test_oracle_reverse_recovers_the_data_point(sampler):
     torch.testing.assert_close(res.images, x_star.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
 
 
-def test_ddim_levels_and_delta_rejected():
+def test_ddim_levels():
     proc = DDPMProcess(DDPMConfig(T=1000, sampler="ddim", ddim_steps=50))
-    lv = proc.sampling_levels()
+    lv = proc.reverse_levels()
     assert lv[0] == 1000 and lv[-1] == 1 and len(lv) == 50 and lv == sorted(lv, reverse=True)
-    with pytest.raises(GenprocError, match="delta"):
-        proc.prior(None, None, delta=0.1, shape=(1, 2, 2))
 
 
 def test_ddpm_trains_and_samples_on_the_same_engine(tmp_path, tiny_dict):

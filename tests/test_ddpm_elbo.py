@@ -12,9 +12,9 @@ from conftest import TINY
 from scipy.stats import norm
 from torch.distributions import Independent, Normal, kl_divergence
 
-from genproc.metrics.ddpm_elbo import (DDPMELBO, log_bin_mass, model_variance, normal_kl, posterior, prior_kl,
-                                       stratified_levels)
-from genproc.metrics.nll import dequantize, nll_terms_for
+from genproc.metrics.nll import dequantize
+from genproc.processes.ddpm_elbo import DDPMELBO, log_bin_mass, model_variance, posterior, prior_kl, stratified_levels
+from genproc.processes.gaussian import normal_kl
 from genproc.processes.ddpm import DDPMConfig, DDPMProcess
 from genproc.processes.rng import SampleRNG
 
@@ -116,7 +116,7 @@ def test_strata_partition_the_levels():
 
 def _perfect_closed_form(p: DDPMProcess, v: torch.Tensor) -> dict[str, float]:
     """Ho et al. Eq. (5) with mu_theta = mu~ exactly: KLs of two centred Gaussians, decoder mean = x_0."""
-    T, n, x = p.num_steps, v.numel(), 2 * v.double() / 255 - 1
+    T, n, x = p.num_levels, v.numel(), 2 * v.double() / 255 - 1
     ab_T = float(p.alpha_bar[T])
     l_T = float((0.5 * (ab_T * x**2 + (1 - ab_T) - 1 - math.log(1 - ab_T))).sum())
     l_kl = 0.0
@@ -140,7 +140,7 @@ def test_elbo_of_perfect_predictor_matches_closed_form(variance):
     B = 3
     x_dq = dequantize((v / 255).expand(B, -1, -1, -1), torch.rand(B, 1, 2, 2, generator=torch.Generator().manual_seed(1)))
     for x0 in (v.expand(B, -1, -1, -1) / 255, x_dq):  # on the grid, or dequantised: same bins
-        terms = elbo(net, x0, SampleRNG(0, range(B), 12))
+        terms = elbo.terms(net, x0, SampleRNG(0, range(B), 12))
         ref = _perfect_closed_form(p, v)
         for k, val in ref.items():
             torch.testing.assert_close(terms[k], torch.full((B,), val, dtype=torch.float64), rtol=1e-6, atol=1e-7)
@@ -160,8 +160,8 @@ def test_stratified_estimate_is_unbiased():
     v = torch.tensor([10.0, 200.0]).reshape(1, 1, 1, 2)
     net = Oracle(p, 2 * v.double() / 255 - 1, scale=0.7)
     x0 = (v / 255).expand(B, -1, -1, -1)
-    exact = DDPMELBO(p, levels=39)(net, x0, SampleRNG(0, range(B), 12))["L_kl"]
-    est = DDPMELBO(p, levels=4)(net, x0, SampleRNG(1, range(B), 12))["L_kl"]
+    exact = DDPMELBO(p, levels=39).terms(net, x0, SampleRNG(0, range(B), 12))["L_kl"]
+    est = DDPMELBO(p, levels=4).terms(net, x0, SampleRNG(1, range(B), 12))["L_kl"]
     se = math.sqrt(float(exact.var()) / B + float(est.var()) / B)
     assert abs(float(exact.mean()) - float(est.mean())) < 4 * se
     assert float(est.std()) > float(exact.std())  # the level sampling adds spread, reported in the std error
@@ -169,13 +169,14 @@ def test_stratified_estimate_is_unbiased():
 
 def test_registry_and_levels_env(monkeypatch):
     p = DDPMProcess(DDPMConfig(T=30))
-    assert isinstance(nll_terms_for(p, None, torch.device("cpu")), DDPMELBO)
+    assert isinstance(p.elbo(None, torch.device("cpu")), DDPMELBO)
     monkeypatch.setenv("GENPROC_DDPM_ELBO_LEVELS", "7")
     assert DDPMELBO(p).levels == 7 and not DDPMELBO(p).exact
 
 
 def test_nll_on_a_ddpm_run_is_discrete_bits(tmp_path):
     """Through genproc.metrics.evaluate: bits/dim = (L_T + L_kl + L_0) / (N log 2), no log 256 left over."""
+    from genproc.data import build_dataset
     from genproc.engine import train
     from genproc.metrics import evaluate
     from genproc.recipe import recipe_from_dict
@@ -187,4 +188,14 @@ def test_nll_on_a_ddpm_run_is_discrete_bits(tmp_path):
     (rec,) = evaluate(tmp_path, "nll", n=3, log=lambda *_: None)
     nats = sum(v for k, v in rec["terms_nats"].items() if k != "to_density")
     assert rec["value"] == pytest.approx(nats / (rec["dims"] * math.log(2)), rel=1e-9)
-    assert 0 < rec["value"] < 50 and set(rec["term_labels"]) == {"L_T", "L_kl", "L_0", "to_density"}
+    assert set(rec["term_labels"]) == {"L_T", "L_kl", "L_0", "to_density"}
+    # L_T does not involve the net: KL(N(sqrt(ab_T) x, 1 - ab_T) || N(0, 1)) per dim with Ho et al.'s linear betas
+    # (1e-4 .. 0.02 over T = 10) and x = 2 v / 255 - 1 for the 8-bit values v of the first 3 test images.
+    ab = torch.prod(1 - torch.linspace(1e-4, 0.02, 10, dtype=torch.float64))
+    v = torch.round(build_dataset(recipe_from_dict(d).data, "test").get_batch(torch.arange(3)).double() * 255)
+    q = Normal(ab.sqrt() * (2 * v / 255 - 1), (1 - ab).sqrt())
+    l_t = kl_divergence(q, Normal(torch.zeros_like(v), 1.0)).flatten(1).sum(1).mean()
+    assert rec["terms_nats"]["L_T"] == pytest.approx(float(l_t), rel=1e-9)
+    # L_{t-1} are Gaussian KLs and L_0 = -log(bin mass <= 1): both >= 0, so bits/dim >= L_T / (N log 2)
+    assert rec["terms_nats"]["L_kl"] >= 0 and rec["terms_nats"]["L_0"] >= 0
+    assert rec["value"] >= float(l_t) / (rec["dims"] * math.log(2))

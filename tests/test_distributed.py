@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -20,6 +21,13 @@ def _run(args, cwd):
     return r
 
 
+def _free_port() -> int:
+    """A TCP port that was free a moment ago (the OS picks it for a socket bound to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_ddp_two_gloo_processes_match_single_process(tmp_path, tiny_dict):
     tiny_dict["net"]["dropout"] = 0.0  # dropout masks differ by rank by design; everything else must match
     # Adam's update m/sqrt(v) is ~sign(g) for near-zero gradients, which turns float summation-order
@@ -30,7 +38,7 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path, tiny_dict):
     recipe.write_text(yaml.safe_dump(tiny_dict))
     single, multi = tmp_path / "single", tmp_path / "ddp"
     _run([sys.executable, "-m", "genproc.cli", "train", str(recipe), "--run-dir", str(single), "--no-progress"], tmp_path)
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
               "-m", "genproc.cli", "train", str(recipe), "--run-dir", str(multi), "--no-progress"], tmp_path)
     assert "global batch 8 = 2 process(es) x 4" in r.stdout
     la = [json.loads(x)["loss"] for x in (single / "metrics.jsonl").read_text().splitlines()]

@@ -316,7 +316,7 @@ def test_blur_schedule_endpoints_and_log_spacing(K, smin, smax):
 def test_process_times_are_half_sigma_squared():
     proc = HeatProcess(HeatConfig(K=50, sigma_blur_max=16.0))
     torch.testing.assert_close(proc.t.double(), blur_schedule(50, 0.5, 16.0) ** 2 / 2, rtol=1e-6, atol=0)
-    assert proc.t.dtype == torch.float32 and proc.num_steps == 50
+    assert proc.t.dtype == torch.float32 and proc.num_levels == 50
 
 
 def test_config_validation_names_the_field():
@@ -335,15 +335,15 @@ def _proc(K: int = 10, **kw) -> HeatProcess:
     return HeatProcess(HeatConfig(K=K, sigma_blur_max=8.0, **kw))
 
 
-def test_sample_levels_cover_1_to_K_inclusive():
+def test_training_levels_cover_1_to_K_inclusive():
     proc = _proc(K=10)
-    k = proc.sample_levels(20_000, _gen(0))
+    k = proc.draw_training_levels(20_000, _gen(0))
     assert k.dtype == torch.int64 and k.shape == (20_000,)
     assert k.min() == 1 and k.max() == 10
     counts = torch.bincount(k, minlength=11)[1:].double()
     # uniform: each count ~ Binomial(20000, 0.1), std ~ 42; 6 std is a safe margin
     assert (counts - 2000).abs().max() < 6 * math.sqrt(20_000 * 0.1 * 0.9)
-    assert torch.equal(k, proc.sample_levels(20_000, _gen(0)))  # reproducible from the generator
+    assert torch.equal(k, proc.draw_training_levels(20_000, _gen(0)))  # reproducible from the generator
 
 
 def test_training_pair_matches_alg1():
@@ -382,21 +382,21 @@ def test_blur_int_level_equals_tensor_levels():
 # ---------------------------------------------------------------- sampling (Alg. 2, Sec. 3.2)
 
 
-def test_sampling_levels_run_K_to_1():
-    assert _proc(K=10).sampling_levels() == list(range(10, 0, -1))
+def test_reverse_levels_run_K_to_1():
+    assert _proc(K=10).reverse_levels() == list(range(10, 0, -1))
 
 
 def test_reverse_step_noise_only_above_level_1():
     proc = _proc(K=10, delta=0.0125)
     u, f, noise = _rand(2, 3, 8, 8), _randn(2, 3, 8, 8, seed=1), _randn(2, 3, 8, 8, seed=2)
     # k = 1: the mean only, no noise (App. B.1)
-    assert torch.equal(proc.reverse_step(u, f, 1, noise), u + f)
+    assert torch.equal(proc.reverse_step(u, f, 1, 0, noise), u + f)
     for k in (2, 10):
-        assert _max_err(proc.reverse_step(u, f, k, noise), u + f + 0.0125 * noise) <= 1e-7
-    assert _max_err(proc.reverse_step(u, f, 5, noise, delta=0.5), u + f + 0.5 * noise) <= 1e-7
-    assert torch.equal(proc.reverse_step(u, f, 5, noise, delta=0.0), u + f)
+        assert _max_err(proc.reverse_step(u, f, k, k - 1, noise), u + f + 0.0125 * noise) <= 1e-7
+    assert _max_err(_proc(K=10, delta=0.5).reverse_step(u, f, 5, 4, noise), u + f + 0.5 * noise) <= 1e-7
+    assert torch.equal(_proc(K=10, delta=0.0).reverse_step(u, f, 5, 4, noise), u + f)
     # f from a bf16 net comes back as float32
-    assert proc.reverse_step(u, f.bfloat16(), 3, noise).dtype == torch.float32
+    assert proc.reverse_step(u, f.bfloat16(), 3, 2, noise).dtype == torch.float32
 
 
 def _dataset(n: int, c: int = 1, s: int = 8) -> TensorImageDataset:
@@ -409,29 +409,29 @@ def test_prior_is_blurred_training_image_plus_delta_noise():
     blurred = heat_forward(data.images, proc.t[10].item())  # (5, 1, 8, 8): the KDE centres
     n = 400
     # delta = 0: every prior draw is exactly one of the blurred training images
-    u0 = proc.prior(data, SampleRNG(0, range(n), stream=1), delta=0.0)
+    u0 = _proc(K=10, delta=0.0).prior(SampleRNG(0, range(n), stream=1), (1, 8, 8), data)
     assert u0.shape == (n, 1, 8, 8)
     dist = (u0[:, None] - blurred[None]).abs().flatten(2).amax(-1)  # (n, 5)
     assert dist.min(1).values.max() <= 1e-6
     assert len(set(dist.argmin(1).tolist())) == 5  # all KDE components get drawn
     # delta override: the residual from the drawn centre is N(0, delta^2)
     delta = 0.3
-    u = proc.prior(data, SampleRNG(0, range(n), stream=1), delta=delta)
+    u = _proc(K=10, delta=delta).prior(SampleRNG(0, range(n), stream=1), (1, 8, 8), data)
     resid = u - blurred[dist.argmin(1)]  # same rng -> same centres as above
     m = resid.numel()
     assert abs(resid.mean().item()) < 5 * delta / math.sqrt(m)
     assert abs(resid.std().item() / delta - 1) < 5 / math.sqrt(2 * m)
     # default delta comes from the config
-    ud = proc.prior(data, SampleRNG(0, range(n), stream=1))
+    ud = proc.prior(SampleRNG(0, range(n), stream=1), (1, 8, 8), data)
     assert abs((ud - blurred[dist.argmin(1)]).std().item() / 0.0125 - 1) < 5 / math.sqrt(2 * m)
 
 
 def test_prior_mean_is_blurred_data():
     """With one training image the KDE prior is N(F(t_K) x, delta^2 I): its mean is F(t_K) x."""
-    proc = _proc(K=10)
-    data = _dataset(1, c=3)
     n, delta = 1000, 0.2
-    u = proc.prior(data, SampleRNG(3, range(n), stream=0), delta=delta)
+    proc = _proc(K=10, delta=delta)
+    data = _dataset(1, c=3)
+    u = proc.prior(SampleRNG(3, range(n), stream=0), (3, 8, 8), data)
     blurred = heat_forward(data.images, proc.t[10].item())
     assert _max_err(u.mean(0, keepdim=True), blurred) < 5 * delta / math.sqrt(n)
 
@@ -439,7 +439,7 @@ def test_prior_mean_is_blurred_data():
 def test_prior_without_data_is_a_clear_error():
     proc = _proc()
     with pytest.raises(GenprocError, match="training images"):
-        proc.prior(None, SampleRNG(0, [0], stream=0))
+        proc.prior(SampleRNG(0, [0], stream=0), (1, 8, 8), None)
 
 
 def test_to_image_clamps_to_unit_interval():

@@ -25,11 +25,11 @@ from genproc.engine import train
 from genproc.errors import GenprocError
 from genproc.metrics import bits_per_dim, evaluate
 from genproc.metrics.fidelity import fidelity_metrics
-from genproc.metrics.gaussian import gaussian_kl_iso, gaussian_nll_iso, kde_kl_upper_bound
-from genproc.metrics.heat_elbo import HeatELBO
 from genproc.metrics.images import ReferenceImages, SampleStream, to_uint8_rgb
 from genproc.metrics.inception import INCEPTION, FILENAME, ExtractorWeights, resolve_weights
-from genproc.metrics.nll import dequantize, nll_terms_for
+from genproc.metrics.nll import dequantize
+from genproc.processes.gaussian import gaussian_kl_iso, gaussian_nll_iso, kde_kl_upper_bound
+from genproc.processes.heat_elbo import HeatELBO
 from genproc.processes.heat import HeatConfig, HeatProcess
 from genproc.processes.rng import SampleRNG
 from genproc.recipe import recipe_from_dict
@@ -119,16 +119,25 @@ def test_gaussian_kl_and_nll_match_torch_distributions():
 
 
 def _exact_kde_kl(mean_q, comps, sq, sp, lo=-5.0, hi=5.0, m=1601):
-    """KL[N(mean_q, sq^2) || mean_i N(comps_i, sp^2)] by the trapezoid rule on a 1-D or 2-D grid."""
+    """KL[q || p], q = N(mean_q, sq^2), p = mean_i N(comps_i, sp^2), and the gap E_q[KL(phi || r(.|u))] with
+    phi = softmax_i(-KL[q || N(comps_i, sp^2)]) (torch.distributions) and r(i|u) = p_i(u) / sum_j p_j(u),
+    both by the trapezoid rule on a 1-D or 2-D grid. Returns (kl, gap)."""
     d = mean_q.numel()
     axis = torch.linspace(lo, hi, m, dtype=torch.float64)
     pts = torch.cartesian_prod(*([axis] * d)).reshape(-1, d)  # (M, d)
     log_q = Independent(Normal(mean_q, sq), 1).log_prob(pts)
-    log_p = torch.logsumexp(Independent(Normal(comps[:, None], sp), 1).log_prob(pts[None]), 0) - math.log(len(comps))
-    f = (log_q.exp() * (log_q - log_p)).reshape([m] * d)
-    for _ in range(d):
-        f = torch.trapezoid(f, axis, dim=0)
-    return float(f)
+    log_pi = Independent(Normal(comps[:, None], sp), 1).log_prob(pts[None])  # (N_T, M)
+    log_p = torch.logsumexp(log_pi, 0) - math.log(len(comps))
+    kl_i = kl_divergence(Independent(Normal(mean_q, sq), 1), Independent(Normal(comps, sp), 1))  # (N_T,)
+    log_phi = torch.log_softmax(-kl_i, 0)[:, None]  # (N_T, 1)
+    kl_phi_r = (log_phi.exp() * (log_phi - (log_pi - torch.logsumexp(log_pi, 0)))).sum(0)  # (M,)
+    out = []
+    for f in (log_q.exp() * (log_q - log_p), log_q.exp() * kl_phi_r):
+        f = f.reshape([m] * d)
+        for _ in range(d):
+            f = torch.trapezoid(f, axis, dim=0)
+        out.append(float(f))
+    return tuple(out)
 
 
 @pytest.mark.parametrize("d", [1, 2])
@@ -137,11 +146,15 @@ def test_kde_bound_is_an_upper_bound_on_the_exact_kl(d):
     comps = torch.randn(5, d, generator=g, dtype=torch.float64)
     for mean_q, sq, sp in [(torch.zeros(d, dtype=torch.float64), 0.4, 0.5), (comps[0] + 0.2, 0.3, 0.6)]:
         bound = float(kde_kl_upper_bound(mean_q[None], [comps[:2], comps[2:]], sq, sp))  # two chunks
-        exact = _exact_kde_kl(mean_q, comps, sq, sp, m=1601 if d == 1 else 401)
-        assert exact - 1e-6 <= bound <= exact + math.log(5)
+        exact, gap = _exact_kde_kl(mean_q, comps, sq, sp, m=1601 if d == 1 else 401)
+        # For any weights phi: log p(u) = sum_i phi_i log(p_i(u) / (N_T phi_i)) + KL(phi || r(.|u)), so
+        # KL[q || p] = log N_T + sum_i phi_i (KL_i + log phi_i) - E_q[KL(phi || r(.|u))]; at phi = softmax(-KL_i)
+        # the first two terms are the bound: bound - exact = gap > 0, an identity. The trapezoid rule on these
+        # Gaussians (>= 9 std inside the grid, step <= std / 12) is exact to ~1e-12.
+        assert gap > 0 and bound == pytest.approx(exact + gap, abs=1e-9)
     one = comps[:1]  # one component: the bound is the exact Gaussian KL
     b1 = float(kde_kl_upper_bound(torch.zeros(1, d, dtype=torch.float64), [one], 0.4, 0.5))
-    assert b1 == pytest.approx(_exact_kde_kl(torch.zeros(d, dtype=torch.float64), one, 0.4, 0.5, m=1601 if d == 1 else 401), abs=1e-5)
+    assert b1 == pytest.approx(_exact_kde_kl(torch.zeros(d, dtype=torch.float64), one, 0.4, 0.5, m=1601 if d == 1 else 401)[0], abs=1e-5)
 
 
 # ------------------------------------------------------------------ the IHDM ELBO
@@ -158,7 +171,7 @@ def test_elbo_of_exact_reverse_equals_closed_form():
     the bound is K Gaussian KLs plus -log N(0 | 0, delta^2) (torch.distributions), exactly."""
     proc, x, data = _toy()
     net = lambda u, k: proc.blur(x, int(k[0]) - 1) - u  # noqa: E731 - mu(u_k, k) = F(t_{k-1}) x
-    t = HeatELBO(proc, data, torch.device("cpu"))(net, x, SampleRNG(0, [0], 12), None)
+    t = HeatELBO(proc, data, torch.device("cpu")).terms(net, x, SampleRNG(0, [0], 12))
     assert float(t["L_kl"]) < 1e-9 and float(t["L_0"]) < 1e-9
     kl = kl_divergence(Normal(0.0, 0.01), Normal(0.0, 0.0125)) * 16
     nll0 = -Normal(torch.tensor(0.0, dtype=torch.float64), 0.0125).log_prob(torch.tensor(0.0, dtype=torch.float64)) * 16
@@ -172,7 +185,7 @@ def test_elbo_index_range(level, term):
     proc, x, data = _toy()
     c = 0.003
     net = lambda u, k: proc.blur(x, int(k[0]) - 1) - u + (c if int(k[0]) == level else 0.0)  # noqa: E731
-    t = HeatELBO(proc, data, torch.device("cpu"))(net, x, SampleRNG(0, [0], 12), None)
+    t = HeatELBO(proc, data, torch.device("cpu")).terms(net, x, SampleRNG(0, [0], 12))
     other = "L_0" if term == "L_kl" else "L_kl"
     assert float(t[term]) == pytest.approx(16 * c**2 / (2 * 0.0125**2), rel=1e-4) and float(t[other]) < 1e-9
 
@@ -184,7 +197,7 @@ def test_elbo_terms_match_monte_carlo_of_eq5():
     proc, x, data = _toy(K, sigma, delta)
     net = lambda u, k: -0.2 * u + 0.05 * k.view(-1, 1, 1, 1)  # noqa: E731 - an arbitrary, inexact net
     xs = x.expand(M, -1, -1, -1)
-    t = HeatELBO(proc, data, torch.device("cpu"))(net, xs, SampleRNG(1, range(M), 12), None)
+    t = HeatELBO(proc, data, torch.device("cpu")).terms(net, xs, SampleRNG(1, range(M), 12))
     closed = sum(t.values())
     g = torch.Generator().manual_seed(2)
     u = [xs] + [proc.blur(xs, k) + sigma * torch.randn(xs.shape, generator=g) for k in range(1, K + 1)]
@@ -199,16 +212,45 @@ def test_elbo_terms_match_monte_carlo_of_eq5():
 
 
 def test_nll_plug_in_interface():
-    """A process without a registered ELBO may bring its own ``nll_terms``; otherwise one clear error."""
+    """A process brings its bound through ``process.elbo(train_data, device)``; none: one clear error.
 
-    class WithTerms:
-        def nll_terms(self, net, x0, rng, delta=None, data=None):
-            return {"a": torch.ones(x0.shape[0], dtype=torch.float64)}
+    The plugged-in model is a histogram density on [0,1)^N, p(x) = prod_i 256 P(floor(256 x_i)) with
+    P(v) = (v + 1) / 32896: constant on every dequantisation bin, so Jensen's step is tight and the reported
+    bits/dim must equal the exact code length -sum_i log2 P(v_i) / N of the 8-bit images, whatever U is."""
+    from types import SimpleNamespace
 
-    fn = nll_terms_for(WithTerms(), None, torch.device("cpu"))
-    assert float(fn(None, torch.zeros(2, 1, 2, 2), None, None)["a"].sum()) == 2
+    from genproc.metrics.nll import evaluate_nll
+
+    seen: list = []
+
+    class Histogram:
+        labels, convention, convention_detail = {"hist": "histogram density"}, "dequantised", "test"
+
+        def terms(self, net, x0, rng):
+            seen.append((net, x0.shape[0]))
+            v = torch.floor(x0.double() * 256)  # the bin of each dequantised value
+            return {"hist": -torch.log(256 * (v + 1) / 32896).flatten(1).sum(1)}
+
+    class Toy:
+        needs_data_for_prior = True
+
+        def __init__(self, has_elbo):
+            self.has_elbo = has_elbo
+
+        def elbo(self, train_data, device):
+            seen.append((train_data, device))
+            return Histogram() if self.has_elbo else None
+
+    v = torch.randint(0, 256, (5, 1, 3, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    data, train, net = TensorImageDataset(v, "toy", None, "test"), TensorImageDataset(v[:2], "toy", None, "train"), object()
+    run = SimpleNamespace(process=Toy(True), net=net, device=torch.device("cpu"), data=train, process_name="toy",
+                          prior_data=lambda: train)
+    r = evaluate_nll(run, data, 5, seed=3, batch_size=2)  # batches of 2, 2, 1
+    code_length = -torch.log2((v.double() + 1) / 32896).flatten(1).sum(1)  # (5,) bits per image
+    assert r["bits_per_dim"] == pytest.approx(float(code_length.mean()) / 12, rel=1e-12)
+    assert r["n_images"] == 5 and r["dims"] == 12 and seen == [(train, run.device), (net, 2), (net, 2), (net, 1)]
     with pytest.raises(GenprocError, match="no likelihood"):
-        nll_terms_for(object(), None, torch.device("cpu"))
+        evaluate_nll(SimpleNamespace(**{**vars(run), "process": Toy(False)}), data, 5)
 
 
 def test_bits_per_dim_and_dequantization():
@@ -224,7 +266,14 @@ def test_nll_end_to_end_on_a_tiny_run(tiny_run):
     a = evaluate(tiny_run, "nll", n=6, batch_size=4, log=lambda *_: None)[0]
     b = evaluate(tiny_run, "nll", n=6, batch_size=6, log=lambda *_: None)[0]
     assert a["value"] == pytest.approx(b["value"], rel=1e-9)  # per-image noise: batching does not matter
-    assert a["value"] == pytest.approx(bits_per_dim(a["nats_per_image"], 64), rel=1e-12)
+    # bits per image = nats / log 2 + 8 bits per dim (the Jacobian 256^N of y = 256 x), N = 1 x 8 x 8
+    assert a["value"] * 64 == pytest.approx(a["nats_per_image"] / math.log(2) + 8 * 64, rel=1e-12)
+    # the (sigma, delta)-only part of Eq. (10)/(11) for K = 5, sigma = 0.01, delta = 0.0125, from torch.distributions;
+    # the rest are a KL bound and squared errors, >= 0
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    const = 64 * (4 * kl_divergence(Normal(zero, 0.01), Normal(zero, 0.0125)) - Normal(zero, 0.0125).log_prob(zero))
+    assert a["terms_nats"]["const"] == pytest.approx(float(const), rel=1e-9)
+    assert min(a["terms_nats"]["L_K"], a["terms_nats"]["L_kl"], a["terms_nats"]["L_0"]) >= 0
     assert sum(a["terms_nats"].values()) == pytest.approx(a["nats_per_image"], rel=1e-9)
     assert set(a["terms_nats"]) == {"L_K", "L_kl", "L_0", "const"} and a["n_samples"] == 6 and a["prior_size"] == 64
     rec = json.loads(Path(a["json"]).read_text())
@@ -284,11 +333,11 @@ def test_evaluate_fid_kid_prc_offline_with_weights_path(tiny_run, tiny_weights, 
     assert [r["metric"] for r in recs] == ["fid", "kid", "precision", "recall"]
     for r in recs:
         rec = json.loads(Path(r["json"]).read_text())
-        for key in ["metric", "value", "n_samples", "extractor", "weights_sha256", "delta", "seed", "checkpoint_step",
+        for key in ["metric", "value", "n_samples", "extractor", "weights_sha256", "sampling", "seed", "checkpoint_step",
                     "genproc_version", "wall_time_s"]:
             assert key in rec, key
         assert rec["reference"]["split"] == "test" and rec["reference"]["size"] == 297 and rec["n_samples"] == 16
-        assert len(rec["weights_sha256"]) == 64 and rec["delta"] == 0.0125 and rec["checkpoint_step"] == 6
+        assert len(rec["weights_sha256"]) == 64 and rec["sampling"]["delta"] == 0.0125 and rec["checkpoint_step"] == 6
     again = evaluate(tiny_run, "fid,kid,prc", n=16, batch_size=8, extractor=TINY_FE, inception_weights=tiny_weights,
                      cache_dir=tmp_path / "cache", log=logs.append)
     assert again[0]["reference"]["cached"] and any("cache hit" in m for m in logs)
@@ -408,7 +457,7 @@ def test_evaluate_keeps_finished_metrics_when_a_later_one_fails(tiny_run, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         evaluate(tiny_run, "fid,nll", n=8, seed=11, batch_size=8, extractor=TINY_FE, cache_dir=tmp_path,
                  log=lambda *_: None)
-    saved = list((Path(tiny_run) / "eval").glob("fid-*-n8-seed11-*.json"))
+    saved = list((Path(tiny_run) / "eval").glob("fid-*-n8-seed11*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["metric"] == "fid"
     assert not list((Path(tiny_run) / "eval").glob("*.tmp"))
 

@@ -25,14 +25,14 @@ def test_recipes_exist():
 def test_recipe_net_builds_and_runs_on_tiny_input(path):
     r = load_recipe(path)
     proc = build_process(r.process)
-    assert proc.num_steps >= 1
+    assert proc.num_levels >= 1
     # same architecture family, shrunk in width so that the 150M-parameter recipes stay cheap:
     r.net.channels = 8
     size = min(r.data.image_size, 64)
     r.net.attn_resolutions = tuple(a * size // r.data.image_size for a in r.net.attn_resolutions)
     net = build_net(r.net, r.data.channels, size)
     x = torch.rand(2, r.data.channels, size, size)
-    out = net(x, torch.tensor([1, proc.num_steps]))
+    out = net(x, torch.tensor([1, proc.num_levels]))
     assert out.shape == x.shape
 
 

@@ -14,11 +14,12 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from genproc.seeding import generator
+
 
 def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + step * 7919 + salt * 104_729 + 12345) % (2**63 - 1))
-    return g
+    """The generator of global step ``step``'s randomness (levels, noise, flips); salt 7: the epoch order."""
+    return generator(seed, step, salt, offset=12345)
 
 
 class EpochOrder:

@@ -11,16 +11,21 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) float in [0, 1] -> (N, H, W, C) uint8."""
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """The one float -> 8-bit conversion: (..., C, H, W) float in [0, 1] -> same shape uint8, round(255 x) (clamped)."""
+    return torch.round(x.detach().float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) float in [0, 1] -> (N, H, W, C) uint8 numpy, for PIL."""
+    return to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def grid_image(x: torch.Tensor, nrow: int | None = None, scale: int = 1) -> Image.Image:
     """(N, C, H, W) in [0, 1] -> one PIL image, ``nrow`` images per row, nearest upscaled by ``scale``."""
     nrow = nrow or max(1, int(math.ceil(math.sqrt(x.shape[0]))))
     g = make_grid(x.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    arr = to_uint8(g[None])[0]
+    arr = _hwc(g[None])[0]
     img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
@@ -47,5 +52,5 @@ def save_gif(frames: torch.Tensor, path: str | Path, nrow: int | None = None, sc
 def save_pngs(x: torch.Tensor, folder: str | Path, offset: int = 0) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for i, arr in enumerate(to_uint8(x)):
+    for i, arr in enumerate(_hwc(x)):
         Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{offset + i:06d}.png")

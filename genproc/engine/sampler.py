@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from genproc.engine.media import save_gif, save_grid, save_pngs
-from genproc.processes.rng import SampleRNG
+from genproc.processes import ForwardProcess, Net, SampleRNG
+from genproc.progress import counter
 
 INIT_STREAM, NOISE_STREAM = 1, 2
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -66,22 +65,22 @@ def auto_capture_every(num_steps: int, frames: int = 20) -> int:
 
 
 @torch.no_grad()
-def run_chain(process: Any, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-              noise: Callable[[int], torch.Tensor], *, delta: float | None = None, device: torch.device | str = "cpu",
-              precision: str = "fp32", on_step: Callable[[int, int, torch.Tensor], Any] | None = None) -> torch.Tensor:
-    """The reverse chain from the prior state ``x`` (B, C, H, W, on ``device``) over ``process.sampling_levels()``.
+def run_chain(process: ForwardProcess, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], *,
+              device: torch.device | str = "cpu", precision: str = "fp32",
+              on_step: Callable[[int, int, torch.Tensor], Any] | None = None) -> torch.Tensor:
+    """The reverse chain from the prior state ``x`` (B, C, H, W, on ``device``) over ``process.reverse_levels()``.
 
     ``noise(j)`` gives the standard-normal noise of step j (0-based), shaped like ``x``; ``on_step(j, k_next, x)``
     sees the state after each step. Returns the final model state (not yet ``process.to_image``).
     """
     device = torch.device(device)
-    levels = process.sampling_levels()
+    levels = process.reverse_levels()
     for j, k in enumerate(levels):
         kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
         with autocast(device, precision):
             out = net(x, kk)
         k_next = levels[j + 1] if j + 1 < len(levels) else 0
-        x = process.reverse_step(x, out.float(), k, noise(j).to(device), delta, k_next)
+        x = process.reverse_step(x, out.float(), k, k_next, noise(j).to(device))
         if on_step is not None:
             on_step(j, k_next, x)
     return x
@@ -89,14 +88,14 @@ def run_chain(process: Any, net: Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 @torch.no_grad()
 def generate(
-    process: Any,
-    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    process: ForwardProcess,
+    net: Net,
     n: int,
     *,
+    shape: tuple[int, int, int],
     data: Any = None,
     seed: int = 0,
     batch_size: int = 64,
-    delta: float | None = None,
     same_init: bool = False,
     share_noise: bool = False,
     capture_every: int = 0,
@@ -104,27 +103,24 @@ def generate(
     precision: str = "fp32",
     progress: bool = False,
     start_index: int = 0,
-    shape: tuple[int, ...] | None = None,
 ) -> SampleResult:
     """Draw ``n`` samples. ``net(x, k)`` is called with x (B, C, H, W) and k (B,) int64.
 
     same_init: every sample starts from sample 0's prior state; share_noise: every sample
     uses sample 0's step noise. capture_every = m keeps every m-th state (0: ~20 frames,
-    negative: none). ``data`` is the training set, for processes whose prior needs it; ``shape``
-    (C, H, W) defaults to the data's.
+    negative: none). ``shape``: (C, H, W) of one sample; ``data``: the training set, for processes whose prior
+    draws from it (``process.needs_data_for_prior``). ``progress``: a tqdm bar (:func:`genproc.progress.counter`).
     """
-    if shape is None and data is not None:
-        shape = tuple(data[0].shape)
     device = torch.device(device)
-    levels = process.sampling_levels()
+    levels = process.reverse_levels()
     m = auto_capture_every(len(levels)) if capture_every == 0 else capture_every
     images, trajs, frame_levels = [], [], []
-    bar = tqdm(total=n * len(levels), desc="sampling", unit="step", disable=not progress, leave=False)
+    bar = counter("sampling", n, progress=progress, log=None)
     for b0 in range(0, n, batch_size):
         idx = list(range(start_index + b0, start_index + min(n, b0 + batch_size)))
         init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
         noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
-        x = process.prior(data, init, delta, shape).to(device)  # (B, C, H, W)
+        x = process.prior(init, shape, data).to(device)  # (B, C, H, W)
         frames, frame_levels = [], []
         if m > 0:
             frames.append(process.to_image(x).cpu())
@@ -134,12 +130,12 @@ def generate(
             if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
                 frames.append(process.to_image(state).cpu())
                 frame_levels.append(k_next)
-            bar.update(state.shape[0])
 
         step_shape = tuple(x.shape[1:])
-        x = run_chain(process, net, x, lambda j: noise.randn(step_shape), delta=delta, device=device,
-                      precision=precision, on_step=on_step)
+        x = run_chain(process, net, x, lambda j: noise.randn(step_shape), device=device, precision=precision,
+                      on_step=on_step)
         images.append(process.to_image(x).cpu())
+        bar.update(len(idx))
         if m > 0:
             trajs.append(torch.stack(frames))
     bar.close()

@@ -13,11 +13,13 @@ from typing import Any
 from torch_fidelity import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 
 from genproc import __version__
+from genproc.data import build_dataset
 from genproc.errors import GenprocError
 from genproc.metrics.fidelity import FIDELITY_METRICS, fidelity_metrics, reference_key
 from genproc.metrics.images import ReferenceImages, SampleStream
 from genproc.metrics.inception import INCEPTION, resolve_weights
 from genproc.metrics.nll import evaluate_nll
+from genproc.run import LoadedRun, load
 
 METRICS = (*FIDELITY_METRICS, "nll")
 
@@ -32,21 +34,18 @@ def parse_metrics(spec: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _check_args(n: int, batch_size: int, n_ref: int | None, delta: float | None) -> None:
+def _check_args(n: int, batch_size: int, n_ref: int | None) -> None:
     if n < 1:
         raise GenprocError(f"--n must be >= 1, got {n}")
     if batch_size < 1:
         raise GenprocError(f"--batch-size must be >= 1, got {batch_size}")
     if n_ref is not None and n_ref < 1:
         raise GenprocError(f"--n-ref must be >= 1, got {n_ref}")
-    if delta is not None and delta < 0:
-        raise GenprocError(f"--delta must be >= 0, got {delta}")
 
 
-def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, delta: float | None,
-                      seed: int, batch_size: int, weights: Any, cache_dir: Any, progress: bool,
+def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, seed: int, batch_size: int, weights: Any, cache_dir: Any, progress: bool,
                       log: Callable[[str], Any]) -> list[dict[str, Any]]:
-    gen = SampleStream(run, n, seed=seed, delta=delta, batch_size=batch_size, progress=progress, log=log)
+    gen = SampleStream(run, n, seed=seed, batch_size=batch_size, progress=progress, log=log)
     refs = ReferenceImages(ref, n_ref)
     key = reference_key(ref, len(refs), weights)
     log(f"{'/'.join(sorted(metrics))}: {n} samples vs {ref.name} {ref.split} ({len(refs)} images), {weights.extractor}")
@@ -69,11 +68,11 @@ def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int 
     return recs
 
 
-def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, batch_size: int,
+def _nll_record(run: Any, data: Any, n: int, seed: int, batch_size: int,
                 progress: bool, log: Callable[[str], Any]) -> dict[str, Any]:
     log(f"nll: {min(n, len(data))} {data.name} {data.split} images")
     t0 = time.time()
-    res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, delta=delta, progress=progress, log=log)
+    res = evaluate_nll(run, data, n, seed=seed, batch_size=batch_size, progress=progress, log=log)
     return {"metric": "nll", "value": res.pop("bits_per_dim"), "unit": "bits/dim",
             "bound": "upper bound on the NLL (negative ELBO) of 8-bit data; " + res["convention_detail"],
             "n_samples": res["n_images"], "reference": {"dataset": data.name, "split": data.split, "size": len(data),
@@ -81,8 +80,8 @@ def _nll_record(run: Any, data: Any, n: int, delta: float | None, seed: int, bat
             "extractor": None, "weights_sha256": None, **res, "wall_time_s": time.time() - t0}
 
 
-def evaluate(run_dir: str | Path | Any, metrics: str | Iterable[str] = "fid,kid", *, n: int = 10000, split: str = "test",
-             n_ref: int | None = None, delta: float | None = None, seed: int = 0, batch_size: int = 64,
+def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fid,kid", *, n: int = 10000,
+             split: str = "test", n_ref: int | None = None, seed: int = 0, batch_size: int = 64,
              checkpoint: str | None = None, data_root: str | None = None, inception_weights: str | Path | None = None,
              extractor: str = INCEPTION, cache_dir: str | Path | None = None, progress: bool = False,
              log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
@@ -90,31 +89,29 @@ def evaluate(run_dir: str | Path | Any, metrics: str | Iterable[str] = "fid,kid"
 
     fid / kid / prc: ``n`` samples vs the ``split`` images (first ``n_ref``; default all) via
     torch-fidelity. nll: bits/dim upper bound on the first ``n`` ``split`` images.
-    ``run_dir`` may also be a run already loaded by :func:`genproc.load` (``checkpoint`` is then ignored).
+    ``run_dir`` may also be a run already loaded by :func:`genproc.load` (``checkpoint`` is then ignored), e.g.
+    ``run.with_sampling(delta=0.02)`` to evaluate under other sampling-time settings; every record states the
+    process's sampling settings (``sampling``) and which of them differ from the trained recipe (``sampling_overrides``).
     """
-    from genproc.data import build_dataset
-    from genproc.run import LoadedRun, load
-
     names = parse_metrics(metrics)
-    _check_args(n, batch_size, n_ref, delta)
-    run = run_dir if isinstance(run_dir, LoadedRun) else load(run_dir, checkpoint, data_root)
+    _check_args(n, batch_size, n_ref)
+    run = run_dir if isinstance(run_dir, LoadedRun) else load(run_dir, checkpoint=checkpoint, data_root=data_root)
     run_dir = run.run_dir
     fid_set = {m for m in names if m in FIDELITY_METRICS}
     weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
     data = build_dataset(run.recipe.data, split, data_root)
-    delta_used = getattr(run.process.cfg, "delta", None) if delta is None else delta
     out_dir = Path(run_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    dtag = "default" if delta_used is None else f"{delta_used:g}"
-    stag = "".join(f"-{s.split('=', 1)[0].removeprefix('process.')}{s.split('=', 1)[1]}" for s in run.sampling)
+    stag = "".join(f"-{k}{v}" for k, v in run.sampling.items())
 
     def save(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write each record as soon as its metric is done, so a later failure or Ctrl-C loses nothing."""
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         for r in recs:
-            r.update(delta=delta_used, seed=seed, sampling_overrides=list(run.sampling), checkpoint_step=run.step,
-                     checkpoint=str(run.checkpoint), genproc_version=__version__, created=now, run_dir=str(run_dir))
-            path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}-delta{dtag}{stag}.json"
+            r.update(process=run.process_name, sampling=run.process.sampling_settings(), seed=seed,
+                     sampling_overrides=dict(run.sampling), checkpoint_step=run.step, checkpoint=str(run.checkpoint),
+                     genproc_version=__version__, created=now, run_dir=str(run_dir))
+            path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}{stag}.json"
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(r, indent=1, sort_keys=False))
             os.replace(tmp, path)
@@ -124,10 +121,10 @@ def evaluate(run_dir: str | Path | Any, metrics: str | Iterable[str] = "fid,kid"
 
     records = []
     if fid_set:
-        records += save(_fidelity_records(run, data, fid_set, n, n_ref, delta, seed, batch_size, weights, cache_dir,
+        records += save(_fidelity_records(run, data, fid_set, n, n_ref, seed, batch_size, weights, cache_dir,
                                           progress, log))
     if "nll" in names:
-        records += save([_nll_record(run, data, n, delta, seed, batch_size, progress, log)])
+        records += save([_nll_record(run, data, n, seed, batch_size, progress, log)])
     return records
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from genproc.engine.media import to_uint8
 from genproc.progress import counter
 
 
 def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
     """(..., C, H, W) float in [0, 1], C in {1, 3} -> (..., 3, H, W) uint8 (round to nearest)."""
-    x = torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    x = to_uint8(x)
     return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous() if x.shape[-3] == 1 else x
 
 
@@ -32,9 +33,9 @@ class SampleStream(Dataset):
     else, given ``log``, a :class:`~genproc.progress.Heartbeat` line every minute.
     """
 
-    def __init__(self, run: Any, n: int, *, seed: int = 0, delta: float | None = None, batch_size: int = 64,
+    def __init__(self, run: Any, n: int, *, seed: int = 0, batch_size: int = 64,
                  progress: bool = False, log: Callable[[str], Any] | None = None):
-        self.run, self.n, self.seed, self.delta, self.batch_size = run, n, seed, delta, batch_size
+        self.run, self.n, self.seed, self.batch_size = run, n, seed, batch_size
         self._start, self._images = -1, torch.empty(0)
         self._progress = counter("sampling", n, progress=progress, log=log)
 
@@ -47,7 +48,7 @@ class SampleStream(Dataset):
         start = (i // self.batch_size) * self.batch_size
         if start != self._start:
             count = min(self.batch_size, self.n - start)
-            res = self.run.sample(count, seed=self.seed, delta=self.delta, batch_size=count, capture_every=-1,
+            res = self.run.sample(count, seed=self.seed, batch_size=count, capture_every=-1,
                                   start_index=start)
             self._start, self._images = start, to_uint8_rgb(res.images)  # (count, 3, H, W)
             self._progress.update(count)

@@ -1,13 +1,10 @@
 """Negative log-likelihood upper bounds in bits/dim, for any process with an ELBO.
 
-Plugging in a process: register a factory ``NLL_TERMS[ProcessClass] = Factory`` where
-``Factory(process, train_data, device)`` returns a callable ``(net, x0, rng, delta) -> dict``
-of additive per-image terms, each (B,) float64 nats (their sum bounds -log p(x0)); the
-factory may carry ``labels: dict[str, str]`` for the report. A process may instead expose
-``nll_terms(net, x0, rng, delta=..., data=...)`` itself (processes never import nets: the
-network arrives as a plain callable). Heat (IHDM) lives in :mod:`genproc.metrics.heat_elbo`;
-the lookup follows the class hierarchy, so the Gaussian-blur variant (a HeatProcess with
-another linear F) uses the same ELBO.
+Each process brings its own bound through the contract's optional capability ``process.elbo(train_data, device)``
+(:class:`genproc.processes.base.ELBO`): ``terms(net, x0, rng)`` returns additive per-image terms, each (B,) float64
+nats, whose sum bounds -log p(x0); ``labels``, ``convention`` and ``convention_detail`` describe them for the report.
+IHDM's is :mod:`genproc.processes.heat_elbo`, DDPM's :mod:`genproc.processes.ddpm_elbo`. This module adds the
+dequantisation and the units, the same for every process.
 
 Discrete data and units. Images are 8-bit: v = round(255 x) in {0..255}^N. With uniform
 dequantisation y = v + U, U ~ U[0,1)^N, Jensen gives -log P(v) <= E_U[-log p_y(v + U)].
@@ -29,14 +26,9 @@ from typing import Any
 import torch
 
 from genproc.errors import GenprocError
-from genproc.metrics.ddpm_elbo import DDPMELBO
-from genproc.metrics.heat_elbo import HeatELBO
-from genproc.processes.ddpm import DDPMProcess
-from genproc.processes.heat import HeatProcess
-from genproc.processes.rng import SampleRNG
+from genproc.processes import ELBO, SampleRNG
 from genproc.progress import counter
 
-NLL_TERMS: dict[type, Callable[..., Any]] = {HeatProcess: HeatELBO, DDPMProcess: DDPMELBO}
 DEQUANT_STREAM, ELBO_STREAM = 11, 12  # SampleRNG streams: image i's noise depends only on (seed, i)
 LOG256 = math.log(256.0)
 DEQUANTIZATION = "x = (round(255 x_data) + U) / 256, U ~ U[0,1)^N; bits/dim = (nats/N + log 256)/log 2"
@@ -52,23 +44,16 @@ def dequantize(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (torch.round(x * 255.0).clamp(0, 255) + u) / 256.0
 
 
-def uniform(rng: SampleRNG, shape: tuple[int, ...]) -> torch.Tensor:
-    """(B, *shape) uniform in [0, 1), row i from sample i's own generator."""
-    return torch.stack([torch.rand(shape, generator=g) for g in rng.gens]).to(rng.device)
-
-
-def nll_terms_for(process: Any, train_data: Any, device: torch.device) -> Callable[..., dict[str, torch.Tensor]]:
-    """The per-image ELBO terms of ``process`` (registry first, then a ``process.nll_terms`` method)."""
-    for cls in type(process).__mro__:
-        if cls in NLL_TERMS:
-            return NLL_TERMS[cls](process, train_data, device)
-    if callable(getattr(process, "nll_terms", None)):
-        return lambda net, x0, rng, delta: process.nll_terms(net, x0, rng, delta=delta, data=train_data)
-    raise GenprocError(f"no likelihood (ELBO) is implemented for process {type(process).__name__}; metric 'nll' is unavailable")
+def elbo_of(run: Any) -> ELBO:
+    """The ELBO terms of the run's process (the contract's optional capability); an error when it has none."""
+    elbo = run.process.elbo(run.prior_data(), run.device)
+    if elbo is None:
+        raise GenprocError(f"process '{run.process_name}' has no likelihood bound (ELBO); metric 'nll' is unavailable")
+    return elbo
 
 
 @torch.no_grad()
-def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int = 64, delta: float | None = None,
+def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int = 64,
                  progress: bool = False, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Upper bound on the NLL of the first ``n`` images of ``data`` under a loaded run (``genproc.load``).
 
@@ -77,7 +62,7 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
     data: an ImageDataset (the evaluation split). Returns total and per-term means in nats
     and bits/dim, the standard error of the total, and the number of images used.
     """
-    terms_fn = nll_terms_for(run.process, run.data, run.device)
+    elbo = elbo_of(run)
     n = min(n, len(data))
     dims = data[0].numel()
     sums: dict[str, float] = {}
@@ -86,8 +71,8 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
     for b0 in range(0, n, batch_size):
         idx = list(range(b0, min(n, b0 + batch_size)))
         x = data.get_batch(torch.tensor(idx)).to(run.device)  # (B, C, H, W) in [0, 1]
-        x = dequantize(x, uniform(SampleRNG(seed, idx, DEQUANT_STREAM, run.device), tuple(x.shape[1:])))
-        terms = terms_fn(run.net, x, SampleRNG(seed, idx, ELBO_STREAM, run.device), delta)
+        x = dequantize(x, SampleRNG(seed, idx, DEQUANT_STREAM, run.device).rand(tuple(x.shape[1:])))
+        terms = elbo.terms(run.net, x, SampleRNG(seed, idx, ELBO_STREAM, run.device))
         total = sum(terms.values())  # (B,) nats
         for key, v in terms.items():
             sums[key] = sums.get(key, 0.0) + float(v.sum())
@@ -105,11 +90,11 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
         "terms_nats": nats,
         "terms_bits_per_dim": {k: v / (dims * math.log(2.0)) for k, v in nats.items()},
         "dequantization_bits_per_dim": LOG256 / math.log(2.0),
-        "term_labels": dict(getattr(terms_fn, "labels", {})),
+        "term_labels": dict(elbo.labels),
         "dims": dims,
         "n_images": n,
-        "prior_size": len(run.data) if getattr(run.process, "needs_data_for_prior", False) else None,
+        "prior_size": len(run.data) if run.process.needs_data_for_prior else None,
         "dequantization": DEQUANTIZATION,
-        "convention": getattr(terms_fn, "convention", "dequantised"),
-        "convention_detail": getattr(terms_fn, "convention_detail", "uniform dequantisation, " + DEQUANTIZATION),
+        "convention": elbo.convention,
+        "convention_detail": elbo.convention_detail,
     }

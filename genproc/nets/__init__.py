@@ -17,6 +17,14 @@ NETS: dict[str, tuple[type, type]] = {
 }
 
 
+def name_of(cfg: Any) -> str:
+    """The registry name of the net whose config ``cfg`` is (exact class match)."""
+    for name, (_, cfg_cls) in NETS.items():
+        if type(cfg) is cfg_cls:
+            return name
+    raise TypeError(f"no net registered for config {type(cfg).__name__}")
+
+
 def build_net(cfg: Any, image_channels: int, image_size: int) -> nn.Module:
     for cls, cfg_cls in NETS.values():
         if type(cfg) is cfg_cls:

@@ -62,7 +62,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float, truncate: float 
 
 
 class BlurProcess(HeatProcess):
-    """IHDM with a spatial Gaussian blur as the forward operator (everything else identical)."""
+    """IHDM with a spatial Gaussian blur as the forward operator (everything else identical, the ELBO included)."""
+
+    label = "Blur"
 
     def blur(self, x: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
         """G(sigma_B,k) * x with sigma_B,k = sqrt(2 t_k); k: int or (N,) int64."""

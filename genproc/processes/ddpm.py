@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from genproc.errors import GenprocError
+from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
 from genproc.processes.rng import SampleRNG
 
 
 @dataclass
-class DDPMConfig:
+class DDPMConfig(ProcessConfig):
     T: int = 1000  # number of noise levels
     schedule: str = "linear"  # linear (Ho et al.) | cosine (Nichol & Dhariwal)
     beta_start: float = 1e-4  # linear schedule endpoints
@@ -27,7 +28,7 @@ class DDPMConfig:
     ddim_steps: int = 50  # levels visited by DDIM
     eta: float = 0.0  # DDIM stochasticity (0: deterministic, 1: ancestral-like)
     posterior_variance: str = "beta"  # reverse std: beta (sigma_t^2 = beta_t) | tilde (posterior beta~_t)
-    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "posterior_variance")  # may change after training
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "posterior_variance")
 
     def validate(self) -> None:
         if self.T < 1:
@@ -54,58 +55,49 @@ def beta_schedule(cfg: DDPMConfig) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.float64), betas])
 
 
-class DDPMProcess:
-    """Every tensor is (N, C, H, W) float32; ``x`` is the model state in [-1, 1]-ish units."""
+class DDPMProcess(ForwardProcess):
+    """Every tensor is (N, C, H, W) float32; the state ``x`` is in [-1, 1]-ish units (data mapped by 2 x0 - 1)."""
 
-    needs_data_for_prior = False
+    label = "DDPM"
+    cfg: DDPMConfig
 
     def __init__(self, cfg: DDPMConfig):
-        self.cfg = cfg
-        self.num_steps = cfg.T
+        super().__init__(cfg, cfg.T)
         self.betas = beta_schedule(cfg)  # (T+1,) float64
         self.alpha_bar = torch.cumprod(1 - self.betas, 0)  # alpha_bar_0 = 1
 
     def _ab(self, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self.alpha_bar[k.cpu()].to(like.device, torch.float32).reshape(-1, 1, 1, 1)
 
-    def sample_levels(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """t ~ U{1, ..., T}."""
-        return torch.randint(1, self.num_steps + 1, (n,), generator=generator)
+    def forward_marginal(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Ho et al. Eq. (4): x_t = sqrt(ab_t) x + sqrt(1 - ab_t) eps with x = 2 x0 - 1."""
+        ab = self._ab(k, x0)
+        return ab.sqrt() * (2 * x0 - 1) + (1 - ab).sqrt() * eps
 
     def training_pair(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ho et al. Eq. (4): x_t = sqrt(ab_t) x + sqrt(1 - ab_t) eps with x = 2 x0 - 1; target eps."""
-        ab = self._ab(k, x0)
-        x_t = ab.sqrt() * (2 * x0 - 1) + (1 - ab).sqrt() * eps
-        return x_t, eps
+        """Ho et al. Alg. 1: input x_t (:meth:`forward_marginal`), target eps (L_simple)."""
+        return self.forward_marginal(x0, k, eps), eps
 
-    def loss(self, net_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Ho et al. L_simple: squared error averaged over batch and pixels."""
-        return torch.mean((net_out.float() - target) ** 2)
-
-    def prior(self, data, rng: SampleRNG, delta: float | None = None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """x_T ~ N(0, I); ``data`` is not used. shape: (C, H, W)."""
-        if delta is not None:
-            raise GenprocError("--delta is the heat/blur sampling noise; DDPM's reverse noise is set by its schedule")
-        if shape is None:
-            raise GenprocError("the DDPM prior needs the image shape (C, H, W)")
+    def prior(self, rng: SampleRNG, shape: tuple[int, int, int], data: Any = None) -> torch.Tensor:
+        """x_T ~ N(0, I); ``data`` is not used. Returns (B, *shape) on rng.device."""
         return rng.randn(tuple(shape))
 
-    def sampling_levels(self) -> list[int]:
+    def reverse_levels(self) -> list[int]:
         """Ancestral: T, ..., 1. DDIM: ``ddim_steps`` evenly spaced levels from T down to 1."""
         if self.cfg.sampler == "ancestral":
-            return list(range(self.num_steps, 0, -1))
-        lv = torch.linspace(self.num_steps, 1, self.cfg.ddim_steps).round().long().unique_consecutive()
+            return list(range(self.num_levels, 0, -1))
+        lv = torch.linspace(self.num_levels, 1, self.cfg.ddim_steps).round().long().unique_consecutive()
         return lv.tolist()
 
     def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
+        """x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t), in [-1, 1] units (Ho et al. Eq. 15)."""
         ab = float(self.alpha_bar[k])
         return (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
 
-    def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, noise: torch.Tensor,
-                     delta: float | None = None, k_next: int | None = None) -> torch.Tensor:
+    def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
+                     noise: torch.Tensor) -> torch.Tensor:
         """One step from level k to k_next (k - 1 for ancestral sampling); no noise into level 0."""
         eps = net_out.float()
-        k_next = k - 1 if k_next is None else k_next
         if self.cfg.sampler == "ancestral":
             beta, ab = float(self.betas[k]), float(self.alpha_bar[k])
             # Ho et al. Eq. (11): mu = (x - beta_t / sqrt(1 - ab_t) eps) / sqrt(alpha_t)
@@ -122,6 +114,17 @@ class DDPMProcess:
         x = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sigma**2, 0.0)) * eps
         return x + sigma * noise if sigma > 0 else x
 
-    def to_image(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] -> [0, 1], clamped."""
-        return ((x + 1) / 2).clamp(0.0, 1.0)
+    @property
+    def reverse_is_stochastic(self) -> bool:
+        """Ancestral sampling always; DDIM only with eta > 0 (and more than one step)."""
+        return self.cfg.sampler == "ancestral" or (self.cfg.eta > 0 and len(self.reverse_levels()) > 1)
+
+    def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [0, 1] units (not clamped)."""
+        return (x + 1) / 2
+
+    def elbo(self, train_data: Any, device: torch.device | str) -> ELBO:
+        """Ho et al. Eq. (5) with the discretised decoder: see :class:`genproc.processes.ddpm_elbo.DDPMELBO`."""
+        from genproc.processes.ddpm_elbo import DDPMELBO
+
+        return DDPMELBO(self, train_data, device)

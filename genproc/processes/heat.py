@@ -1,32 +1,34 @@
 """The Inverse Heat Dissipation forward process (IHDM; Rissanen et al., ICLR 2023).
 
-Forward (Eq. 4):  q(u_k | u_0) = N(u_k | F(t_k) u_0, sigma^2 I), k = 1..K, u_0 = data.
-Reverse (Eq. 8):  p(u_{k-1} | u_k) = N(mu(u_k, k), delta^2 I), mu = u_k + f(u_k, k).
+Forward (Eq. 4):  q(x_k | x_0) = N(x_k | F(t_k) x_0, sigma^2 I), k = 1..K, x_0 = data (the paper's u_k).
+Reverse (Eq. 8):  p(x_{k-1} | x_k) = N(mu(x_k, k), delta^2 I), mu = x_k + f(x_k, k).
 Prior (Sec. 3.2): a Gaussian KDE of blurred training images, F(t_K) x_train + delta eps.
+The sampling noise delta is a sampling-time key: it may change after training (``run.with_sampling(delta=...)``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from genproc.errors import GenprocError
+from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
 from genproc.processes.dct import heat_forward
 from genproc.processes.rng import SampleRNG
 
 
 @dataclass
-class HeatConfig:
+class HeatConfig(ProcessConfig):
     K: int = 100  # number of levels (Table 2)
     sigma_blur_min: float = 0.5  # sigma_B at k = 1 (App. B.5: sub-pixel blur)
     sigma_blur_max: float = 20.0  # sigma_B at k = K (Table 2)
     sigma: float = 0.01  # training noise std (Eq. 4), data in [0, 1]
     delta: float = 0.0125  # sampling noise std (Eq. 8), default 1.25 sigma
     dct: str = "auto"  # auto | matmul | fft
-    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("delta", "dct")  # may change after training (genproc.load(sampling=...))
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("delta", "dct")
 
     def validate(self) -> None:
         if self.K < 1:
@@ -36,7 +38,7 @@ class HeatConfig:
                 f"recipe fields 'process.sigma_blur_min/max': expected 0 < min <= max, got {self.sigma_blur_min}, {self.sigma_blur_max}"
             )
         if self.sigma < 0 or self.delta < 0:
-            raise GenprocError("recipe fields 'process.sigma' and 'process.delta' must be >= 0")
+            raise GenprocError(f"recipe fields 'process.sigma' and 'process.delta' must be >= 0, got {self.sigma}, {self.delta}")
         if self.dct not in ("auto", "matmul", "fft"):
             raise GenprocError(f"recipe field 'process.dct': expected auto|matmul|fft, got {self.dct!r}")
 
@@ -54,17 +56,19 @@ def blur_schedule(K: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.float64), s])
 
 
-class HeatProcess:
+class HeatProcess(ForwardProcess):
     """IHDM: blur by the heat equation, learn to de-blur one level at a time.
 
-    Every tensor argument is (N, C, H, W) float32; data ``x0`` is in [0, 1].
+    Every tensor argument is (N, C, H, W) float32; data ``x0`` is in [0, 1]; the state x is an image (blurred,
+    plus noise) in the same units.
     """
 
+    label = "IHDM"
     needs_data_for_prior = True
+    cfg: HeatConfig
 
     def __init__(self, cfg: HeatConfig):
-        self.cfg = cfg
-        self.num_steps = cfg.K
+        super().__init__(cfg, cfg.K)
         self.sigma_blur = blur_schedule(cfg.K, cfg.sigma_blur_min, cfg.sigma_blur_max)  # (K+1,)
         self.t = (self.sigma_blur**2 / 2).float()  # t_k = sigma_B,k^2 / 2, (K+1,)
 
@@ -75,50 +79,51 @@ class HeatProcess:
         t = self.t[int(k)] if k.ndim == 0 else self.t[k.cpu()].to(x.device)
         return heat_forward(x, t, self.cfg.dct)
 
-    def sample_levels(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Alg. 1: k ~ U{1, ..., K} (inclusive: level K, where sampling starts, is trained too)."""
-        return torch.randint(1, self.num_steps + 1, (n,), generator=generator)
+    def forward_marginal(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Eq. (4): x_k = F(t_k) x0 + sigma eps."""
+        return self.blur(x0, k) + self.cfg.sigma * eps
 
     def training_pair(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Alg. 1: input u_k = F(t_k) x0 + sigma eps, target F(t_{k-1}) x0 - u_k.
+        """Alg. 1: input x_k = F(t_k) x0 + sigma eps, target F(t_{k-1}) x0 - x_k.
 
-        The target is the residual, since mu(u_k, k) = u_k + f(u_k, k): regressing f on it
+        The target is the residual, since mu(x_k, k) = x_k + f(x_k, k): regressing f on it
         is the same squared error as ||mu - F(t_{k-1}) x0||^2.
-        x0: (N, C, H, W) in [0, 1]; k: (N,) int64 in 1..K; eps: (N, C, H, W) ~ N(0, I).
         """
-        u_k = self.blur(x0, k) + self.cfg.sigma * eps
-        target = self.blur(x0, k - 1) - u_k
-        return u_k, target
-
-    def loss(self, net_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Squared error averaged over batch and pixels (a scalar; = ||.||^2 / (N C H W))."""
-        return torch.mean((net_out.float() - target) ** 2)
+        x_k = self.forward_marginal(x0, k, eps)
+        return x_k, self.blur(x0, k - 1) - x_k
 
     # -- generative process
-    def prior(self, data, rng: SampleRNG, delta: float | None = None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    def prior(self, rng: SampleRNG, shape: tuple[int, int, int], data: Any = None) -> torch.Tensor:
         """Sec. 3.2: a sample of the KDE prior, F(t_K) x_train[i] + delta eps, one per rng stream.
 
-        data: an ImageDataset (get_batch(idx) -> (B, C, H, W) in [0, 1]); ``shape`` is implied by it.
-        Returns (B, C, H, W).
+        data: the training set (get_batch(idx) -> (B, C, H, W) in [0, 1]). Returns (B, C, H, W) on rng.device.
         """
         if data is None or len(data) == 0:
-            raise GenprocError("the heat prior needs the training images (a KDE of blurred data); none were given")
-        delta = self.cfg.delta if delta is None else delta
+            raise GenprocError("the IHDM prior needs the training images (a KDE of blurred data); none were given")
         idx = rng.randint(len(data)).cpu()
         x = data.get_batch(idx).to(rng.device)
-        return self.blur(x, self.num_steps) + delta * rng.randn(tuple(x.shape[1:]))
+        return self.blur(x, self.num_levels) + self.cfg.delta * rng.randn(tuple(x.shape[1:]))
 
-    def sampling_levels(self) -> list[int]:
+    def reverse_levels(self) -> list[int]:
         """Alg. 2: k = K, K-1, ..., 1."""
-        return list(range(self.num_steps, 0, -1))
+        return list(range(self.num_levels, 0, -1))
 
-    def reverse_step(self, u: torch.Tensor, net_out: torch.Tensor, k: int, noise: torch.Tensor, delta: float | None = None,
-                     k_next: int | None = None) -> torch.Tensor:
-        """Alg. 2: u <- mu(u, k) + delta eps = u + f(u, k) + delta eps; no noise at k = 1 (App. B.1)."""
-        delta = self.cfg.delta if delta is None else delta
-        mu = u + net_out.float()
-        return mu if k == 1 else mu + delta * noise
+    def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
+                     noise: torch.Tensor) -> torch.Tensor:
+        """Alg. 2: x <- mu(x, k) + delta eps = x + f(x, k) + delta eps; no noise into level 0 (App. B.1)."""
+        mu = x + net_out.float()
+        return mu if k_next == 0 else mu + self.cfg.delta * noise
 
-    def to_image(self, u: torch.Tensor) -> torch.Tensor:
-        """Model state -> image in [0, 1] (clamped)."""
-        return u.clamp(0.0, 1.0)
+    @property
+    def reverse_is_stochastic(self) -> bool:
+        return self.cfg.delta != 0
+
+    def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The state is already an image in data units."""
+        return x
+
+    def elbo(self, train_data: Any, device: torch.device | str) -> ELBO:
+        """Eq. (7) with App. A.2/A.3: see :class:`genproc.processes.heat_elbo.HeatELBO`."""
+        from genproc.processes.heat_elbo import HeatELBO
+
+        return HeatELBO(self, train_data, torch.device(device))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from genproc.seeding import generator
+
 
 class SampleRNG:
     """One ``torch.Generator`` per sample, seeded from (seed, sample index, stream).
@@ -15,11 +17,7 @@ class SampleRNG:
 
     def __init__(self, seed: int, indices: list[int] | torch.Tensor, stream: int, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.gens = []
-        for i in [int(i) for i in indices]:
-            g = torch.Generator(device="cpu")
-            g.manual_seed((int(seed) * 1_000_003 + i * 7919 + stream * 104_729) % (2**63 - 1))
-            self.gens.append(g)
+        self.gens = [generator(seed, int(i), stream) for i in indices]
 
     def __len__(self) -> int:
         return len(self.gens)
@@ -31,3 +29,7 @@ class SampleRNG:
     def randint(self, high: int) -> torch.Tensor:
         """(B,) int64 uniform in [0, high)."""
         return torch.stack([torch.randint(high, (), generator=g) for g in self.gens]).to(self.device)
+
+    def rand(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """(B, *shape) float32 uniform in [0, 1) on the RNG's device."""
+        return torch.stack([torch.rand(shape, generator=g) for g in self.gens]).to(self.device)

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from genproc.errors import GenprocError
-from genproc.processes.ddpm import DDPMProcess
+from genproc.processes.base import ForwardProcess, Net
+from genproc.processes.gaussian import normal_kl
 from genproc.processes.rng import SampleRNG
 
 DEFAULT_LEVELS = 50  # sampled t per image (stratified); >= T - 1 means the exact sum
@@ -54,22 +55,13 @@ LABELS = {
 }
 
 
-def normal_kl(m1: torch.Tensor, v1: torch.Tensor | float, m2: torch.Tensor | float, v2: torch.Tensor | float) -> torch.Tensor:
-    """Elementwise KL(N(m1, v1) || N(m2, v2)) in nats (v: variances), broadcasting:
-
-        1/2 (log(v2/v1) + (v1 + (m1 - m2)^2) / v2 - 1).
-    """
-    v1, v2 = torch.as_tensor(v1, dtype=torch.float64), torch.as_tensor(v2, dtype=torch.float64)
-    return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
-
-
 def prior_kl(x0: torch.Tensor, alpha_bar_T: float) -> torch.Tensor:
     """L_T = KL(N(sqrt(ab_T) x_0, (1 - ab_T) I) || N(0, I)) per image. x0: (B, ...) in [-1, 1] -> (B,) float64."""
     kl = normal_kl(math.sqrt(alpha_bar_T) * x0.double(), 1.0 - alpha_bar_T, 0.0, 1.0)
     return kl.flatten(1).sum(1)
 
 
-def posterior(process: DDPMProcess, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def posterior(process: ForwardProcess, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. (7) for t >= 1 (t: (B,) long): mu~_t = c0 x_0 + ct x_t and beta~_t, each (B,) float64.
 
         c0 = sqrt(ab_{t-1}) beta_t / (1 - ab_t),  ct = sqrt(alpha_t) (1 - ab_{t-1}) / (1 - ab_t),
@@ -80,10 +72,10 @@ def posterior(process: DDPMProcess, t: torch.Tensor) -> tuple[torch.Tensor, torc
     return ab_prev.sqrt() * beta / (1 - ab), (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab), (1 - ab_prev) / (1 - ab) * beta
 
 
-def model_variance(process: DDPMProcess, t: torch.Tensor) -> torch.Tensor:
+def model_variance(process: ForwardProcess, t: torch.Tensor) -> torch.Tensor:
     """sigma_t^2 of p(x_{t-1}|x_t), (B,) float64: beta_t, or beta~_t with beta~_1 := beta~_2 ('tilde', T >= 2)."""
     t = t.cpu()
-    if process.cfg.posterior_variance == "beta" or process.num_steps < 2:
+    if process.cfg.posterior_variance == "beta" or process.num_levels < 2:
         return process.betas[t]
     return posterior(process, t.clamp(min=2))[2]
 
@@ -121,9 +113,9 @@ def stratified_levels(T: int, K: int, u: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 class DDPMELBO:
-    """Per-image negative-ELBO terms of a :class:`DDPMProcess` (the ``NLL_TERMS`` entry for DDPM).
+    """Per-image negative-ELBO terms of DDPM (``DDPMProcess.elbo``; any process with ``betas``, ``alpha_bar``).
 
-    ``DDPMELBO(process, train_data, device, levels=None)(net, x0, rng, delta)`` with x0: (B, C, H, W)
+    ``DDPMELBO(process, train_data, device, levels=None).terms(net, x0, rng)`` with x0: (B, C, H, W)
     in [0, 1], either dequantised (v + U)/256 or on the grid v/255 (v = floor(256 x0) either way),
     returns {"L_T", "L_kl", "L_0", "to_density"}: (B,) float64 nats, additive. ``train_data`` is unused.
     """
@@ -132,7 +124,7 @@ class DDPMELBO:
     convention = CONVENTION
     convention_detail = CONVENTION_DETAIL
 
-    def __init__(self, process: DDPMProcess, train_data: Any = None, device: torch.device | str = "cpu",
+    def __init__(self, process: ForwardProcess, train_data: Any = None, device: torch.device | str = "cpu",
                  levels: int | None = None):
         self.process = process
         env = os.environ.get(LEVELS_ENV)
@@ -142,7 +134,7 @@ class DDPMELBO:
             raise GenprocError(f"${LEVELS_ENV} must be an integer number of levels, got {env!r}") from None
         if self.levels < 1:
             raise GenprocError(f"DDPM ELBO levels must be >= 1, got {self.levels}")
-        self.exact = self.levels >= process.num_steps - 1
+        self.exact = self.levels >= process.num_levels - 1
 
     def _eps(self, net: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
              rng: SampleRNG) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,12 +146,9 @@ class DDPMELBO:
         return x_t, (x_t - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
 
     @torch.no_grad()
-    def __call__(self, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
-                 rng: SampleRNG, delta: float | None = None) -> dict[str, torch.Tensor]:
-        if delta is not None:
-            raise GenprocError("--delta is the heat/blur noise level; the DDPM ELBO takes its variances from the schedule")
+    def terms(self, net: Net, x0: torch.Tensor, rng: SampleRNG) -> dict[str, torch.Tensor]:
         p, B, dev = self.process, x0.shape[0], x0.device
-        n, T = x0[0].numel(), p.num_steps
+        n, T = x0[0].numel(), p.num_levels
         v = torch.floor(x0.double() * 256.0).clamp(0, 255)  # (B, C, H, W) 8-bit values
         x = 2.0 * v / 255.0 - 1.0  # (B, C, H, W) in [-1, 1]
         shape = (-1,) + (1,) * (x.dim() - 1)

@@ -20,14 +20,14 @@ Monte Carlo sample per level and image, as in training.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from genproc.errors import GenprocError
-from genproc.metrics.gaussian import gaussian_kl_iso, kde_kl_upper_bound
-from genproc.processes.heat import HeatProcess
+from genproc.processes.base import ForwardProcess, Net
+from genproc.processes.gaussian import gaussian_kl_iso, kde_kl_upper_bound
 from genproc.processes.rng import SampleRNG
 
 LABELS = {
@@ -54,7 +54,7 @@ class BlurredBank:
     chunk by chunk on every pass, so memory stays bounded by one (chunk, N) block.
     """
 
-    def __init__(self, process: HeatProcess, data: Any, device: torch.device, chunk: int = 1024,
+    def __init__(self, process: ForwardProcess, data: Any, device: torch.device, chunk: int = 1024,
                  max_bytes: int = 1 << 30):
         self.process, self.data, self.device, self.chunk = process, data, device, chunk
         c, h, w = data[0].shape
@@ -68,7 +68,7 @@ class BlurredBank:
         chunks = []
         for b0 in range(0, len(self.data), self.chunk):
             idx = torch.arange(b0, min(len(self.data), b0 + self.chunk))
-            m = self.process.blur(self.data.get_batch(idx).to(self.device), self.process.num_steps).flatten(1)  # (T, N)
+            m = self.process.blur(self.data.get_batch(idx).to(self.device), self.process.num_levels).flatten(1)  # (T, N)
             if self.keep:
                 chunks.append(m)
             yield m
@@ -77,35 +77,37 @@ class BlurredBank:
 
 
 class HeatELBO:
-    """Per-image negative-ELBO terms of a :class:`HeatProcess` (the ``NLL_TERMS`` entry for heat).
+    """Per-image negative-ELBO terms of IHDM and its variants (``HeatProcess.elbo``; any process with ``blur(x, k)``
+    as its forward mean, ``cfg.sigma`` and ``cfg.delta``, and the residual training pair of Alg. 1).
 
-    ``HeatELBO(process, train_data, device)(net, x0, rng, delta)`` with x0: (B, C, H, W) float
-    data (dequantised by the caller) returns {"L_K", "L_kl", "L_0", "const"}: (B,) float64
-    nats, additive (their sum is the per-image bound on -log p(x0)).
+    ``HeatELBO(process, train_data, device).terms(net, x0, rng)`` with x0: (B, C, H, W) float data (dequantised
+    by the caller) returns {"L_K", "L_kl", "L_0", "const"}: (B,) float64 nats, additive (their sum is the
+    per-image bound on -log p(x0)). The sampling noise is the process's ``cfg.delta``.
     """
 
     labels = LABELS
+    convention = "dequantised"
+    convention_detail = ("uniform dequantisation: a density bound on [0,1)^N, "
+                         "x = (round(255 x_data) + U) / 256; bits/dim = (nats/N + log 256)/log 2")
 
-    def __init__(self, process: HeatProcess, train_data: Any, device: torch.device):
+    def __init__(self, process: ForwardProcess, train_data: Any, device: torch.device):
         if train_data is None or len(train_data) == 0:
             raise GenprocError("the heat ELBO needs the training images (L_K compares with the KDE prior); none were given")
         self.process = process
         self.bank = BlurredBank(process, train_data, device)
 
     @torch.no_grad()
-    def __call__(self, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
-                 rng: SampleRNG, delta: float | None = None) -> dict[str, torch.Tensor]:
+    def terms(self, net: Net, x0: torch.Tensor, rng: SampleRNG) -> dict[str, torch.Tensor]:
         p = self.process
-        sigma = p.cfg.sigma
-        delta = p.cfg.delta if delta is None else delta
+        sigma, delta = p.cfg.sigma, p.cfg.delta
         if sigma <= 0 or delta <= 0:
             raise GenprocError(f"the heat ELBO needs sigma > 0 and delta > 0 (got sigma={sigma}, delta={delta})")
-        B, K, n = x0.shape[0], p.num_steps, x0[0].numel()
+        B, K, n = x0.shape[0], p.num_levels, x0[0].numel()
         sq_err = torch.zeros(K + 1, B, dtype=torch.float64, device=x0.device)  # row k = |mu(u_k,k) - F(t_{k-1})x0|^2
         for k in range(1, K + 1):
             kk = torch.full((B,), k, dtype=torch.long, device=x0.device)
-            u_k, target = p.training_pair(x0, kk, rng.randn(tuple(x0.shape[1:])))  # u_k ~ q(u_k|u_0), Eq. (4)
-            f = net(u_k, kk).float()  # mu(u_k, k) = u_k + f, so mu - F(t_{k-1}) x0 = f - target
+            x_k, target = p.training_pair(x0, kk, rng.randn(tuple(x0.shape[1:])))  # x_k ~ q(x_k|x_0), Eq. (4)
+            f = net(x_k, kk).float()  # mu(x_k, k) = x_k + f, so mu - F(t_{k-1}) x0 = f - target
             sq_err[k] = (f - target).double().flatten(1).pow(2).sum(1)
         mean_K = p.blur(x0, K).flatten(1)  # (B, N): mean of q(u_K | u_0)
         return {

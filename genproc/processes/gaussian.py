@@ -13,14 +13,27 @@ from collections.abc import Iterable
 import torch
 
 
+def normal_kl(m1: torch.Tensor | float, v1: torch.Tensor | float, m2: torch.Tensor | float,
+              v2: torch.Tensor | float) -> torch.Tensor:
+    """Elementwise KL(N(m1, v1) || N(m2, v2)) in nats (v: variances), broadcasting, float64:
+
+        1/2 (log(v2/v1) + (v1 + (m1 - m2)^2) / v2 - 1).
+    """
+    v1, v2 = torch.as_tensor(v1, dtype=torch.float64), torch.as_tensor(v2, dtype=torch.float64)
+    m1, m2 = torch.as_tensor(m1, dtype=torch.float64), torch.as_tensor(m2, dtype=torch.float64)
+    return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
+
+
 def gaussian_kl_iso(sq_dist: torch.Tensor | float, n: int, sigma_q: float, sigma_p: float) -> torch.Tensor | float:
-    """KL[N(m_q, sigma_q^2 I_n) || N(m_p, sigma_p^2 I_n)] in nats, the form of Eq. (10):
+    """KL[N(m_q, sigma_q^2 I_n) || N(m_p, sigma_p^2 I_n)] in nats, the form of Eq. (10): :func:`normal_kl` summed
+    over n dimensions, written with the squared distance of the means,
 
         1/2 (n sigma_q^2/sigma_p^2 - n + |m_q - m_p|^2 / sigma_p^2 + 2 n log(sigma_p/sigma_q)).
 
     sq_dist: |m_q - m_p|^2, a float or a tensor of any shape (the result has its shape).
     """
-    return 0.5 * (n * sigma_q**2 / sigma_p**2 - n + sq_dist / sigma_p**2 + 2 * n * math.log(sigma_p / sigma_q))
+    per_dim = float(normal_kl(0.0, sigma_q**2, 0.0, sigma_p**2))  # the KL with equal means, one dimension
+    return n * per_dim + sq_dist / (2 * sigma_p**2)
 
 
 def gaussian_nll_iso(sq_dist: torch.Tensor | float, n: int, sigma: float) -> torch.Tensor | float:

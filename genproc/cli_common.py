@@ -1,0 +1,44 @@
+"""What every ``genproc`` command shares: the one user-error exit (one line, status 2) and the shared options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+
+from genproc.errors import GenprocError
+
+
+def fail(e: BaseException) -> NoReturn:
+    """Print a user error as one line ``error: <message>`` on stderr and exit with status 2.
+
+    A message re-raised from a DataLoader worker spans lines; its last line is the original one."""
+    msg = str(e).strip()
+    if "\n" in msg:
+        msg = msg.splitlines()[-1].removeprefix("genproc.errors.GenprocError: ")
+    typer.echo(f"error: {msg or type(e).__name__}", err=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """``with user_errors(): ...``: a :class:`GenprocError` inside ends the command through :func:`fail`."""
+    try:
+        yield
+    except GenprocError as e:
+        fail(e)
+
+
+def sampling_option() -> list[str]:
+    """``--sampling KEY=VALUE`` (repeatable): sampling-time settings, parsed by :func:`genproc.recipe.parse_sampling`."""
+    return typer.Option([], "--sampling",
+                        help="Sampling-time setting of the process, e.g. --sampling sampler=ddim --sampling ddim_steps=50 "
+                             "(DDPM) or --sampling delta=0.02 (IHDM); 'process.' prefix optional; repeatable. With "
+                             "several runs each takes the settings its process has.")
+
+
+def old_flag(flag: str) -> list[str]:
+    """A renamed flag kept as a hidden alias for one release (e.g. ``--sample-set`` for ``--sampling``)."""
+    return typer.Option([], flag, hidden=True)
