@@ -30,7 +30,8 @@ import math
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import scipy.fft
@@ -133,15 +134,15 @@ def run_table(repeats: int, warmup: int, device: torch.device) -> None:
         xd, td = x.to(device), t.to(device)
         xn, tn = x.numpy(), t.numpy()
         cands: dict[str, Callable[[], object]] = {
-            "genproc auto": lambda: heat_forward(xd, td, "auto"),
-            "genproc matmul": lambda: heat_forward(xd, td, "matmul"),
-            "genproc fft": lambda: heat_forward(xd, td, "fft"),
-            "torch-dct approach": lambda: heat_torch_dct(xd, td),
-            "genproc blur (spatial)": lambda: gaussian_blur(xd, (2 * td).sqrt()),
+            "genproc auto": partial(heat_forward, xd, td, "auto"),
+            "genproc matmul": partial(heat_forward, xd, td, "matmul"),
+            "genproc fft": partial(heat_forward, xd, td, "fft"),
+            "torch-dct approach": partial(heat_torch_dct, xd, td),
+            "genproc blur (spatial)": partial(gaussian_blur, xd, (2 * td).sqrt()),
         }
         if device.type == "cpu":
-            cands["scipy workers=1"] = lambda: heat_scipy(xn, tn, 1)
-            cands["scipy workers=-1"] = lambda: heat_scipy(xn, tn, -1)
+            cands["scipy workers=1"] = partial(heat_scipy, xn, tn, 1)
+            cands["scipy workers=-1"] = partial(heat_scipy, xn, tn, -1)
         ms = {}
         for name, fn in cands.items():
             out = fn()
@@ -173,8 +174,8 @@ def run_sweep(repeats: int, warmup: int, device: torch.device, elems: int) -> No
         nc = max(1, elems // (side * side))
         x, t = _inputs((nc, 1, side, side))
         x, t = x.to(device), t.to(device)
-        mm = _time(lambda: heat_forward(x, t, "matmul"), repeats, warmup, sync)
-        ff = _time(lambda: heat_forward(x, t, "fft"), repeats, warmup, sync)
+        mm = _time(partial(heat_forward, x, t, "matmul"), repeats, warmup, sync)
+        ff = _time(partial(heat_forward, x, t, "fft"), repeats, warmup, sync)
         pick = "matmul" if side <= gdct.MATMUL_MAX_SIDE else "fft"
         print(f"| {side} | {nc} | {mm:.3f} | {ff:.3f} | {ff / mm:.2f} | {pick} |")
 

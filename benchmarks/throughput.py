@@ -62,7 +62,7 @@ def sample_ips(r, precision: str, n: int, device: torch.device) -> float:
     net = build_net(r.net, c, s).to(device).eval()
     data = TensorImageDataset(torch.rand(64, c, s, s), name="random", root=None, split="train")
     t0 = time.perf_counter()
-    generate(proc, net, n, data=data, batch_size=n, capture_every=-1, device=device, precision=precision)
+    generate(proc, net, n, shape=(c, s, s), data=data, batch_size=n, capture_every=-1, device=device, precision=precision)
     return n / (time.perf_counter() - t0)
 
 

@@ -14,17 +14,26 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from genproc.errors import GenprocError  # noqa: E402
-from genproc.recipe import Recipe, load_recipe  # noqa: E402
+from genproc.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, load_recipe  # noqa: E402
 
 if TYPE_CHECKING:
     from genproc.api import LoadedRun, load, train
+    from genproc.nets.unet import UNetConfig
+    from genproc.processes.blur import BlurConfig
+    from genproc.processes.ddpm import DDPMConfig
+    from genproc.processes.heat import HeatConfig
 
-__all__ = ["__version__", "GenprocError", "LoadedRun", "Recipe", "load", "load_recipe", "train"]
+__all__ = ["__version__", "BlurConfig", "DDPMConfig", "DataConfig", "GenprocError", "HeatConfig", "LoadedRun", "Recipe",
+           "SampleConfig", "TrainConfig", "UNetConfig", "load", "load_recipe", "train"]
+
+_LAZY = {"train": "genproc.api", "load": "genproc.api", "LoadedRun": "genproc.api", "HeatConfig": "genproc.processes.heat",
+         "BlurConfig": "genproc.processes.blur", "DDPMConfig": "genproc.processes.ddpm", "UNetConfig": "genproc.nets.unet"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "load", "LoadedRun"):
-        from genproc import api
+    """The names in ``_LAZY`` are imported on first use (they pull in torch)."""
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'genproc' has no attribute {name!r}")

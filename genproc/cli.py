@@ -90,9 +90,9 @@ def sample(
     typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
 
 
+from genproc.cli_analyze import analyze_app  # noqa: E402
 from genproc.cli_compare import compare_command  # noqa: E402
 from genproc.cli_evaluate import evaluate_command  # noqa: E402
-from genproc.cli_analyze import analyze_app  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)

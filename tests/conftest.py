@@ -50,8 +50,10 @@ def one_line_error(result, *needles: str) -> None:
         assert s in text, text
 
 
-# --sample-set options that switch a DDPM run to 4 DDIM steps (other runs lack the keys and ignore them)
-DDIM_4_STEPS = ("--sample-set", "process.sampler=ddim", "--sample-set", "process.ddim_steps=4")
+# --sampling options that switch a DDPM run to 4 DDIM steps (other runs lack the keys and ignore them);
+# the 'process.' prefix is optional. The old flag --sample-set (hidden alias) does the same.
+DDIM_4_STEPS = ("--sampling", "sampler=ddim", "--sampling", "process.ddim_steps=4")
+DDIM_4_STEPS_OLD_FLAG = ("--sample-set", "process.sampler=ddim", "--sample-set", "process.ddim_steps=4")
 
 
 def invoke_analyze(command: str, args: Iterable, out: Path, *options: str):

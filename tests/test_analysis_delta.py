@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from conftest import analyze_errors, analyze_ok
 from PIL import Image
@@ -43,7 +44,7 @@ def test_argmin_and_paper_agreement():
     assert agrees_with_paper(ds, None, 0.01, 1.0, 1.0) is None and agrees_with_paper(ds, 0.01, 0.0, 1.0, 1.0) is None
 
 
-def test_delta_command_end_to_end(tiny_runs, tmp_path, no_network):
+def test_delta_command_end_to_end(tiny_runs, tmp_path, no_network):  # noqa: F811 - the imported fixture
     out = tmp_path / "d"
     r = analyze_ok("delta", tiny_runs.values(), out, "--deltas", "0,0.01,0.0125", "--n", "6", "--n-ref", "20",
                    "--metrics", "fid,nll", "--grid", "4", "--extractor", TINY_FE, "--cache-dir", str(tmp_path / "cache"),
@@ -67,14 +68,22 @@ def test_delta_command_end_to_end(tiny_runs, tmp_path, no_network):
     for rec in res["records"]["nll"][1:]:
         assert rec["unit"] == "bits/dim" and set(rec["terms_bits_per_dim"]) >= {"L_K", "L_kl", "L_0"}
     assert res["records"]["fid"][0]["extractor"] == TINY_FE
-    assert res["argmin"]["nll"] in (0.01, 0.0125) and res["argmin"]["fid"] in (0.0, 0.01, 0.0125)
-    assert set(res["agrees_with_paper"]) == {"fid", "nll"} and res["argmin_over_sigma"]["nll"] in (1.0, 1.25)
+    # every evaluation ran at its own delta (the run's sampling settings), so the values move with delta
+    assert [rec["sampling"]["delta"] for rec in res["records"]["fid"]] == [0.0, 0.01, 0.0125]
+    assert [rec["sampling"]["delta"] for rec in res["records"]["nll"][1:]] == [0.01, 0.0125]
+    assert len(set(fid)) == 3 and nll[1] != nll[2]
+    # the argmin is the delta of the smallest reported value (numpy's argmin, NLL without delta = 0), in units of sigma
+    deltas = rep["settings"]["deltas"]
+    assert res["argmin"]["fid"] == deltas[int(np.argmin(fid))] and res["argmin"]["nll"] == deltas[1 + int(np.argmin(nll[1:]))]
+    assert res["argmin_over_sigma"] == {m: pytest.approx(res["argmin"][m] / 0.01) for m in ("fid", "nll")}
+    assert res["agrees_with_paper"] == {"fid": 1.25 * 0.01 - 1e-12 <= res["argmin"]["fid"] <= 1.33 * 0.01 + 1e-12,
+                                        "nll": res["argmin"]["nll"] == 0.01}  # on this grid: in range or nearest its end
     assert not res["notes"]
 
 
-def test_delta_errors(tiny_runs, tmp_path, no_network):
+def test_delta_errors(tiny_runs, tmp_path, no_network):  # noqa: F811 - the imported fixture
     heat = tiny_runs["heat"]
-    analyze_errors("delta", tmp_path / "x", ([tiny_runs["ddpm"]], "needs a heat or blur run", "ddpm"),
+    analyze_errors("delta", tmp_path / "x", ([tiny_runs["ddpm"]], "needs a run whose process has the sampling-time key 'delta'", "ddpm"),
                    ([heat, "--deltas", "0.01,x"], "--deltas", "'x' is not a number"),
                    ([heat, "--deltas", "-0.01"], "--deltas", ">= 0"), ([tmp_path / "nope"], "run dir not found", "nope"),
                    ([heat, "--metrics", "fid,prc"], "prc", "not available"), options=("--extractor", TINY_FE, "--n", "2"))

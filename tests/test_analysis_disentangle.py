@@ -57,7 +57,9 @@ def test_cli_end_to_end(tiny_runs, tmp_path):
     js = json.loads((out / "disentangle.json").read_text())
     assert set(js["results"]) == {"ihdm", "ddpm"} and js["settings"] == {"rows": 3, "cols": 3, "seed": 1}
     ihdm, ddpm = js["results"]["ihdm"], js["results"]["ddpm"]
-    assert ihdm["sigma_blur_max_over_image_size"] == 0.5 and ddpm["sigma_blur_max_over_image_size"] is None
+    # how much the prior keeps is read from the recorded config and image shape (no process-specific key)
+    assert js["runs"]["ihdm"]["process"]["sigma_blur_max"] == 4.0 and js["runs"]["ihdm"]["image_shape"] == [1, 8, 8]
+    assert js["runs"]["ddpm"]["process"]["T"] == 20 and js["runs"]["ddpm"]["sampling_overrides"]["sampler"] == "ddim"
     assert ihdm["noise_used"] is True and ddpm["noise_used"] is False
     for res in (ihdm, ddpm):
         keys = {"shape_ratio", "shape_corr_same_noise", "shape_corr_independent", "colour_var_prior_frac"}
@@ -73,4 +75,4 @@ def test_cli_errors(tiny_runs, tmp_path):
     analyze_errors("disentangle", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"),
                    ([tiny_runs["heat"], "--rows", "1"], "rows and cols must be >= 2"))
     r = runner.invoke(app, ["analyze", "disentangle", "--help"])
-    assert r.exit_code == 0 and "--rows" in r.output and "--sample-set" in r.output
+    assert r.exit_code == 0 and "--rows" in r.output and "--sampling" in r.output and "--sample-set" not in r.output

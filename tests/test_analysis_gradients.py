@@ -4,6 +4,7 @@ convolutions and maps, and the command end to end on tiny trained IHDM and DDPM 
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,8 +13,16 @@ import torch
 import torch.nn.functional as F
 from conftest import analyze_errors, analyze_ok
 
-from genproc.analysis.gradients import (circular_symmetry, gradient_locality_summary, input_gradients, level_for_fraction,
-                                        locality_radii, locality_radius, mass_key, parse_pixel)
+from genproc.analysis.gradients import (
+    circular_symmetry,
+    gradient_locality_summary,
+    input_gradients,
+    level_for_fraction,
+    locality_radii,
+    locality_radius,
+    mass_key,
+    parse_pixel,
+)
 from genproc.errors import GenprocError
 from genproc.run import load
 
@@ -137,6 +146,50 @@ def test_level_for_fraction():
         level_for_fraction(0.0, 10)
 
 
+def reference_symmetry(g: np.ndarray, i: int, j: int) -> float:
+    """Independent of genproc, by loops: 1 - sum (g - ring mean)^2 / sum g^2 over the rings 1..R of rounded distance
+    around (i, j), R = the largest disc that fits, per channel; g: (C, H, W)."""
+    c, h, w = g.shape
+    rmax = min(i, j, h - 1 - i, w - 1 - j)
+    rings = {}
+    for a in range(h):
+        for b in range(w):
+            r = round(math.hypot(a - i, b - j))
+            if 1 <= r <= rmax:
+                rings.setdefault(r, []).append((a, b))
+    resid = energy = 0.0
+    for ch in range(c):
+        for pts in rings.values():
+            vals = np.array([g[ch, a, b] for a, b in pts], dtype=np.float64)
+            resid += float(((vals - vals.mean()) ** 2).sum())
+            energy += float((vals**2).sum())
+    return 1.0 - resid / energy
+
+
+def reference_measures(run_dir, n: int, seed: int, fractions, pixels) -> dict[str, np.ndarray]:
+    """r50, r90 and symmetry, each (F, P, N), from full per-image Jacobians (torch.autograd.functional.jacobian of the
+    net at the forward marginal of the first n training images, noise torch.randn(x0.shape) from ``seed``), the
+    radii by :func:`lattice_radius` and the symmetry by :func:`reference_symmetry`."""
+    run = load(run_dir)
+    x0 = run.data.get_batch(torch.arange(n)).float()
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    K = run.process.num_levels
+    out = {key: np.zeros((len(fractions), len(pixels), n)) for key in ("r50", "r90", "symmetry")}
+    for fi, f in enumerate(fractions):
+        k = max(1, min(K, math.floor(f * K + 0.5)))
+        state = run.process.forward_marginal(x0, torch.full((n,), k, dtype=torch.long), eps)
+        for b in range(n):
+            jac = torch.autograd.functional.jacobian(lambda x, k=k: run.net(x, torch.full((1,), k, dtype=torch.long)),
+                                                     state[b:b + 1])  # (1, C, H, W, 1, C, H, W)
+            for pi, (c, i, j) in enumerate(pixels):
+                g = jac[0, c, i, j, 0].double().numpy()  # (C, H, W): d out[c, i, j] / d input
+                mass = np.abs(g).sum(0)
+                pts = [(math.hypot(a - i, bb - j), float(mass[a, bb])) for a in range(g.shape[1]) for bb in range(g.shape[2])]
+                out["r50"][fi, pi, b], out["r90"][fi, pi, b] = lattice_radius(pts, 0.5), lattice_radius(pts, 0.9)
+                out["symmetry"][fi, pi, b] = reference_symmetry(g, i, j)
+    return out
+
+
 def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
     out = tmp_path / "grads"
     r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4")
@@ -148,22 +201,33 @@ def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
     assert js["locality"]["ihdm"]["levels"] == [5, 3, 1, 1] and js["locality"]["ddpm"]["levels"] == [18, 10, 2, 1]
     assert js["locality"]["ihdm"]["pixels"] == [[0, 3, 4], [0, 2, 2]]
     assert js["settings"]["masses"] == [0.5, 0.9] and "symmetry" in js["settings"]
-    for lab in ("ihdm", "ddpm"):
+    fractions = [0.9, 0.5, 0.1, 0.02]
+    for lab, key_dir in (("ihdm", "heat"), ("ddpm", "ddpm")):
         rows = js["locality"][lab]["by_fraction"]
-        assert [row["fraction"] for row in rows] == [0.9, 0.5, 0.1, 0.02]
-        for key, hi in (("r50", 12), ("r90", 12), ("symmetry", 1)):
-            assert all(row[key]["n"] == 8 and 0 <= row[key]["mean"] <= hi and row[key]["std"] >= 0 for row in rows), key
-            assert len(rows[0]["per_pixel"]["0,3,4"][key]["values"]) == 4 and rows[0]["per_pixel"]["0,2,2"][key]["n"] == 4
-            assert js["summary"][lab][key] == pytest.approx(np.mean([row[key]["mean"] for row in rows]))
-        assert all(row["r50"]["mean"] <= row["r90"]["mean"] for row in rows)
+        assert [row["fraction"] for row in rows] == fractions
+        ref = reference_measures(tiny_runs_no_ema[key_dir], 4, 0, fractions, [(0, 3, 4), (0, 2, 2)])
+        for key in ("r50", "r90", "symmetry"):
+            for fi, row in enumerate(rows):  # every image's number against the per-image Jacobian reference
+                for pi, p in enumerate(("0,3,4", "0,2,2")):
+                    got = row["per_pixel"][p][key]
+                    np.testing.assert_allclose(got["values"], ref[key][fi, pi], rtol=1e-4, atol=1e-6, err_msg=f"{lab} {key}")
+                    assert got["n"] == 4 and got["mean"] == pytest.approx(ref[key][fi, pi].mean(), rel=1e-4, abs=1e-6)
+                assert row[key]["n"] == 8 and row[key]["mean"] == pytest.approx(ref[key][fi].mean(), rel=1e-4, abs=1e-6)
+                assert row[key]["std"] == pytest.approx(ref[key][fi].std(), rel=1e-4, abs=1e-6)
+            assert js["summary"][lab][key] == pytest.approx(ref[key].mean(), rel=1e-4, abs=1e-6)
+        assert np.all(ref["r50"] <= ref["r90"])
 
 
 def test_gradient_locality_summary(tiny_runs_no_ema):
     s = gradient_locality_summary(load(tiny_runs_no_ema["heat"]), n=4)
-    for key, hi in (("r50", 12), ("r90", 12), ("symmetry", 1)):
-        assert 0 <= s[f"grad_{key}"] <= hi and s[f"grad_{key}_std"] >= 0, key
-        assert set(s[f"grad_{key}_by_fraction"]) == {"0.9", "0.5", "0.1", "0.02"}, key
-    assert s["grad_r50"] <= s["grad_r90"]
+    fractions = (0.9, 0.5, 0.1, 0.02)
+    ref = reference_measures(tiny_runs_no_ema["heat"], 4, 0, fractions, [(0, 4, 4), (0, 2, 2)])  # the default pixels
+    for key in ("r50", "r90", "symmetry"):
+        assert s[f"grad_{key}"] == pytest.approx(ref[key].mean(), rel=1e-4, abs=1e-6), key
+        per_image = ref[key].reshape(-1, 4).mean(0)  # each image's mean over fractions and pixels
+        assert s[f"grad_{key}_std"] == pytest.approx(per_image.std(), rel=1e-3, abs=1e-6), key
+        assert s[f"grad_{key}_by_fraction"] == {str(f): pytest.approx(ref[key][fi].mean(), rel=1e-4, abs=1e-6)
+                                                for fi, f in enumerate(fractions)}, key
 
 
 def test_gradients_command_errors(tiny_runs_no_ema, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import DDIM_4_STEPS, analyze_errors, analyze_ok
@@ -74,11 +75,17 @@ def test_endpoints_are_the_sampler_samples(tiny_runs, process):
 
 
 def test_summary_and_bad_input(tiny_runs):
-    run = load(tiny_runs["ddpm"]).with_sampling(["process.sampler=ddim", "process.ddim_steps=4"])
-    assert not ip.noise_used(run.process) and ip.prior_interpolation(run.process) == "slerp"
-    row = ip.interpolation_smoothness_summary(run, pairs=2, frames=3)
+    run = load(tiny_runs["ddpm"]).with_sampling(sampler="ddim", ddim_steps=4)
+    assert not run.process.reverse_is_stochastic and ip.prior_interpolation(run.process) == "slerp"
+    row = ip.interpolation_smoothness_summary(run, pairs=2, frames=4)
     assert {"jump_ratio_mean", "path_ratio_mean", "jump_ratio_shape_mean", "path_ratio_shape_mean"} <= set(row)
-    assert 1.0 <= row["jump_ratio_mean"] <= 2.0 and row["path_ratio_mean"] >= 1.0
+    # the summary's numbers, recomputed in numpy from the interpolation's frames (pixel space)
+    frames = ip.interpolate(run, 2, 4, seed=0).double().numpy().reshape(2, 4, -1)  # (pairs, frames, D)
+    steps = np.linalg.norm(np.diff(frames, axis=1), axis=2)  # (pairs, 3)
+    chord = np.linalg.norm(frames[:, -1] - frames[:, 0], axis=1)
+    assert row["jump_ratio_mean"] == pytest.approx(np.mean(steps.max(1) / steps.mean(1)), rel=1e-6)
+    assert row["jump_ratio_median"] == pytest.approx(np.median(steps.max(1) / steps.mean(1)), rel=1e-6)
+    assert row["path_ratio_mean"] == pytest.approx(np.mean(steps.sum(1) / chord), rel=1e-6)
     with pytest.raises(Exception, match="pairs must be >= 1"):
         ip.interpolate(run, 0, 5)
     with pytest.raises(Exception, match="frames must be >= 2"):
@@ -93,8 +100,8 @@ def test_cli_end_to_end(tiny_runs, tmp_path):
     assert (out / "interpolation.png").stat().st_size > 0
     js = json.loads((out / "interpolation.json").read_text())
     assert set(js["results"]) == {"ihdm", "ddpm"} and js["settings"]["pairs"] == 3 and "genproc_version" in js
-    assert js["runs"]["ddpm"]["sampling_overrides"][0] == "process.sampler=ddim"
-    assert js["runs"]["ihdm"]["sampling_overrides"] == []
+    assert js["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 4}
+    assert js["runs"]["ihdm"]["sampling_overrides"] == {}
     ihdm, ddpm = js["results"]["ihdm"], js["results"]["ddpm"]
     assert ihdm["prior_interpolation"] == "linear" and ihdm["noise_used"] and ihdm["noise_interpolation"] == "slerp"
     assert ddpm["prior_interpolation"] == "slerp" and ddpm["noise_used"] is False  # DDIM eta = 0: x_T only
@@ -109,4 +116,4 @@ def test_cli_errors(tiny_runs, tmp_path):
     analyze_errors("interpolation", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"),
                    ([tiny_runs["heat"], "--frames", "1"], "frames must be >= 2"))
     r = runner.invoke(app, ["analyze", "interpolation", "--help"])
-    assert r.exit_code == 0 and "--pairs" in r.output and "--sample-set" in r.output
+    assert r.exit_code == 0 and "--pairs" in r.output and "--sampling" in r.output and "--sample-set" not in r.output

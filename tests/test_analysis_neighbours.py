@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import DDIM_4_STEPS, analyze_errors, analyze_ok
+from conftest import DDIM_4_STEPS_OLD_FLAG, analyze_errors, analyze_ok
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -79,7 +79,7 @@ def test_memorisation_stats_flag_copies():
 def test_neighbours_command_end_to_end(tiny_runs, tmp_path):
     out = tmp_path / "nb"
     r = analyze_ok("neighbours", tiny_runs.values(), out, "--n", "5", "--k", "2", "--n-test", "30", "--batch-size", "4",
-                   *DDIM_4_STEPS)
+                   *DDIM_4_STEPS_OLD_FLAG)  # the renamed flag's hidden alias still works
     assert "ihdm: median NN distance samples" in r.output and "wrote " in r.output
     for f in ["neighbours_ihdm.png", "neighbours_ddpm.png", "neighbours_hist.png", "neighbours.json"]:
         assert (out / f).is_file(), f
@@ -94,8 +94,8 @@ def test_neighbours_command_end_to_end(tiny_runs, tmp_path):
         assert res["samples"]["n"] == 5 and res["test"]["n"] == 30
         assert 0 <= res["frac_samples_below_test_p01"] <= 1 and 0 <= res["ks_statistic"] <= 1
         assert all(math.isfinite(res[key]) for key in ("test_p01", "median_ratio_samples_to_test", "ks_pvalue"))
-    assert rep["runs"]["ddpm"]["sampling_overrides"] == ["process.sampler=ddim", "process.ddim_steps=4"]
-    assert rep["runs"]["ihdm"]["sampling_overrides"] == []
+    assert rep["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 4}
+    assert rep["runs"]["ihdm"]["sampling_overrides"] == {}
     # the test images' distances do not depend on the run (same data): computed once, reported alike
     assert rep["results"]["ihdm"]["test"] == rep["results"]["ddpm"]["test"]
 
@@ -108,4 +108,4 @@ def test_neighbours_errors(tiny_runs, tmp_path):
 
 def test_help():
     r = runner.invoke(app, ["analyze", "neighbours", "--help"])
-    assert r.exit_code == 0 and "--n-test" in r.output and "--sample-set" in r.output
+    assert r.exit_code == 0 and "--n-test" in r.output and "--sampling" in r.output and "--sample-set" not in r.output

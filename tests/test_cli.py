@@ -58,7 +58,8 @@ def test_dry_run_every_recipe(path):
 
 
 def test_error_unknown_key(tiny_recipe_file):
-    _one_line_error(runner.invoke(app, ["train", str(tiny_recipe_file), "--dry-run", "--set", "train.bach_size=3"]), "train.bach_size", "train.batch_size")
+    _one_line_error(runner.invoke(app, ["train", str(tiny_recipe_file), "--dry-run", "--set", "train.bach_size=3"]),
+                    "train.bach_size", "train.batch_size")
 
 
 def test_error_wrong_type(tiny_recipe_file):

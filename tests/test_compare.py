@@ -116,7 +116,7 @@ def other_data_run(tmp_path_factory) -> Path:
     return d
 
 
-def test_errors(compared, recipes, other_data_run, tmp_path, no_network):
+def test_errors(compared, recipes, other_data_run, tmp_path, no_network):  # noqa: F811 - the imported fixture
     """Cheap checks come first: none of these trains, samples or reaches for the network (FID is requested)."""
     runs = compared / "runs"
     base = ["compare", "--recipes-dir", str(recipes), "--out", str(tmp_path / "x"), "--metrics", "fid,nll"]

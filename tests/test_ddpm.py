@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from genproc.engine import generate
-from genproc.errors import GenprocError
 from genproc.processes.ddpm import DDPMConfig, DDPMProcess, beta_schedule
 from genproc.recipe import recipe_from_dict
 

@@ -13,9 +13,9 @@ from scipy.stats import norm
 from torch.distributions import Independent, Normal, kl_divergence
 
 from genproc.metrics.nll import dequantize
+from genproc.processes.ddpm import DDPMConfig, DDPMProcess
 from genproc.processes.ddpm_elbo import DDPMELBO, log_bin_mass, model_variance, posterior, prior_kl, stratified_levels
 from genproc.processes.gaussian import normal_kl
-from genproc.processes.ddpm import DDPMConfig, DDPMProcess
 from genproc.processes.rng import SampleRNG
 
 

@@ -116,9 +116,8 @@ def test_same_init_and_share_noise(tiny_dict):
 def test_in_training_evaluation_is_logged(tmp_path, tiny_dict):
     """train.eval_every: the EMA model is evaluated during training and the values land in metrics.jsonl
     (NLL here: FID needs Inception weights); a bad metric fails before any training step."""
-    from genproc.errors import GenprocError
-
     import genproc  # the library's train builds the evaluation callback the engine calls
+    from genproc.errors import GenprocError
 
     tiny_dict["train"].update(max_steps=4, eval_every=2, eval_metrics="nll", eval_n=3)
     genproc.train(recipe_from_dict(tiny_dict), tmp_path / "run", progress=False, log=lambda *_: None)

@@ -22,8 +22,6 @@ from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalu
 from genproc.processes.heat import HeatConfig, HeatProcess, blur_schedule
 from genproc.processes.rng import SampleRNG
 
-
-
 METHODS = ["matmul", "fft"]  # "auto" only dispatches to one of them: see test_auto_dispatch
 # (N, C, H, W): square MNIST/CIFAR sizes, odd and non-square sides, and a 256-wide image
 # (the size at which "auto" switches to the FFT path).

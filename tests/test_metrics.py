@@ -26,11 +26,11 @@ from genproc.errors import GenprocError
 from genproc.metrics import bits_per_dim, evaluate
 from genproc.metrics.fidelity import fidelity_metrics
 from genproc.metrics.images import ReferenceImages, SampleStream, to_uint8_rgb
-from genproc.metrics.inception import INCEPTION, FILENAME, ExtractorWeights, resolve_weights
+from genproc.metrics.inception import FILENAME, INCEPTION, ExtractorWeights, resolve_weights
 from genproc.metrics.nll import dequantize
 from genproc.processes.gaussian import gaussian_kl_iso, gaussian_nll_iso, kde_kl_upper_bound
-from genproc.processes.heat_elbo import HeatELBO
 from genproc.processes.heat import HeatConfig, HeatProcess
+from genproc.processes.heat_elbo import HeatELBO
 from genproc.processes.rng import SampleRNG
 from genproc.recipe import recipe_from_dict
 from genproc.run import load

@@ -16,8 +16,6 @@ from genproc.errors import GenprocError
 from genproc.nets import build_net, count_parameters
 from genproc.nets.unet import AttnBlock, ResBlock, UNet, UNetConfig, level_embedding
 
-
-
 # (image size, channels, channel_mult, attn_resolutions, resample, image channels)
 CONFIGS = [
     (28, 8, (1, 2, 2), (7,), "avgpool", 1),  # MNIST layout: 28 -> 14 -> 7

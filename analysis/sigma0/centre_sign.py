@@ -15,9 +15,9 @@ for run_dir in ["runs/quickstart", "runs/quickstart_sigma0"]:
     ring = [(c[1] + di, c[2] + dj) for di, dj in [(-1, 0), (1, 0), (0, -1), (0, 1)]]
     cells = []
     for frac in (0.9, 0.5, 0.1, 0.02):
-        k = level_for_fraction(frac, run.process.num_steps)
+        k = level_for_fraction(frac, run.process.num_levels)
         kk = torch.full((16,), k, dtype=torch.long)
-        u = run.process.training_pair(x0, kk, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))[0]
+        u = run.process.forward_marginal(x0, kk, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
         g = input_gradients(run, u, k, [c])[0, :, 0]  # (N, H, W)
         centre, near = g[:, c[1], c[2]].mean().item(), torch.stack([g[:, i, j] for i, j in ring]).mean().item()
         cells.append(f"k={k}: centre {centre:+.3f}, 4-neighbours {near:+.3f}")

@@ -1,17 +1,17 @@
-"""Shared plumbing of the analyses: labels, a reverse chain with explicit prior state and noise,
+"""Shared plumbing of the analyses: labels, loading runs, a reverse chain with explicit prior state and noise,
 JSON/figure writing.
 
-Every analysis module ``genproc/analysis/<what>.py`` follows one shape:
+Every analysis module ``genproc/analysis/<what>.py`` is pure library code of one shape:
 
-- ``compute_*(...)`` library functions that return arrays / dicts (no files);
+- ``compute_*(...)`` functions that return arrays / dicts (no files);
 - ``plot_*(result, path)`` that draws one matplotlib figure (Agg backend) to ``path``;
 - ``analyze_<what>(runs, out, **options) -> dict`` that runs the analysis on one or more loaded runs
-  (:func:`genproc.load`), writes ``out/<what>*.png`` and ``out/<what>.json`` (via :func:`write_payload`) and
-  returns the JSON payload;
-- ``COMMANDS = {"<what>": typer_function}``: the ``genproc analyze <what>`` commands, collected by
-  ``genproc/cli_analyze.py``; their shared options come from :func:`run_dirs_argument`, :func:`out_option`,
-  :func:`checkpoint_option`, :func:`data_root_option`, :func:`sample_set_option` and :func:`batch_size_option`, and
-  their bodies call :func:`run_analysis`.
+  (:func:`genproc.load` or :func:`load_runs`), writes ``out/<what>*.png`` and ``out/<what>.json`` (via
+  :func:`write_payload`) and returns the JSON payload.
+
+The ``genproc analyze <what>`` commands that call them live in :mod:`genproc.cli_analyze`. Nothing here asks which
+process a run has: labels come from ``run.process_name`` and everything else from the process contract
+(:class:`genproc.processes.base.ForwardProcess`).
 """
 
 from __future__ import annotations
@@ -19,23 +19,19 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from genproc.errors import GenprocError
 
-T = TypeVar("T")
-PROCESS_LABELS = {"heat": "ihdm", "ddpm": "ddpm", "blur": "blur"}  # process registry name -> label in figures
-
 
 def label(run: Any) -> str:
-    """'ihdm' / 'ddpm' / 'blur' (the process) for figures and JSON keys."""
-    name = run.recipe.to_dict()["process"]["name"]
-    return PROCESS_LABELS.get(name, name)
+    """The run's process name (``run.process_name``: its canonical registry name) for figures and JSON keys."""
+    return run.process_name
 
 
 def unique_labels(runs: Sequence[Any]) -> list[str]:
@@ -45,15 +41,15 @@ def unique_labels(runs: Sequence[Any]) -> list[str]:
 
 
 def load_runs(run_dirs: Sequence[str | Path], checkpoint: str | None = None, data_root: str | None = None,
-              sampling: Sequence[str] = ()) -> list[Any]:
-    """Load each run (EMA weights); ``sampling`` overrides go to the runs whose process has the key
-    (e.g. ``process.sampler=ddim`` to DDPM only); one that fits no run is an error."""
-    from genproc.compare import with_sample_overrides
-    from genproc.run import load
+              sampling: Mapping[str, Any] | Sequence[str] = ()) -> list[Any]:
+    """Load each run (EMA weights); each ``sampling`` setting goes to the runs whose process has the key
+    (e.g. ``sampler="ddim"`` to DDPM only, :func:`genproc.run.with_sampling_where_known`); one that fits no run is
+    an error. ``sampling``: a dict or ``["key=value", ...]`` strings."""
+    from genproc.run import load, with_sampling_where_known
 
     if not run_dirs:
         raise GenprocError("give at least one run directory (written by 'genproc train')")
-    return with_sample_overrides([load(d, checkpoint, data_root) for d in run_dirs], sampling)
+    return with_sampling_where_known([load(d, checkpoint=checkpoint, data_root=data_root) for d in run_dirs], sampling)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
@@ -75,30 +71,39 @@ def slerp(a: torch.Tensor, b: torch.Tensor, lam: float | torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def reverse_chain(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor], *, delta: float | None = None,
-                  capture: bool = False, batch_size: int = 64) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def reverse_chain(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor], *, capture: bool = False,
+                  batch_size: int = 64) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run the process's reverse chain from the prior state ``x`` (N, C, H, W) with the given noise.
 
     ``noise(j)`` returns the (N, C, H, W) standard-normal noise of step j (0-based over
-    ``run.process.sampling_levels()``); this is what interpolation and shared-noise studies control.
+    ``run.process.reverse_levels()``); this is what interpolation and shared-noise studies control.
     Returns the final images in [0, 1] and, if ``capture``, the list of every state as images
     (prior first). Batched by ``batch_size`` over N (results do not depend on it).
     """
-    from genproc.engine.sampler import run_chain
-
-    process, device = run.process, run.device
     finals, trajs = [], []
     for b0 in range(0, x.shape[0], batch_size):
-        xb = x[b0:b0 + batch_size].to(device)
-        frames = [process.to_image(xb).cpu()] if capture else []
-        xb = run_chain(process, run.net, xb, lambda j: noise(j)[b0:b0 + batch_size], delta=delta, device=device,
-                       precision=run.recipe.train.precision,
-                       on_step=(lambda j, k_next, state: frames.append(process.to_image(state).cpu())) if capture else None)
-        finals.append(process.to_image(xb).cpu())
+        final, frames = _chain_batch(run, x[b0:b0 + batch_size], lambda j, b0=b0: noise(j)[b0:b0 + batch_size], capture)
+        finals.append(final)
         if capture:
             trajs.append(torch.stack(frames))
     traj = list(torch.cat(trajs, dim=1)) if capture else []
     return torch.cat(finals), traj
+
+
+def _chain_batch(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor],
+                 capture: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One batch of :func:`reverse_chain`: (final images (B, C, H, W), [every state as images] if ``capture``), on CPU."""
+    from genproc.engine.sampler import run_chain
+
+    process = run.process
+    frames = [process.to_image(x).cpu()] if capture else []
+
+    def keep(j: int, k_next: int, state: torch.Tensor) -> None:
+        frames.append(process.to_image(state).cpu())
+
+    x = run_chain(process, run.net, x.to(run.device), noise, device=run.device, precision=run.recipe.train.precision,
+                  on_step=keep if capture else None)
+    return process.to_image(x).cpu(), frames
 
 
 def jsonable(obj: Any) -> Any:
@@ -122,9 +127,11 @@ def jsonable(obj: Any) -> Any:
 
 
 def run_info(runs: Sequence[Any]) -> dict[str, Any]:
-    """Provenance of each run for the JSON: dir, checkpoint step, recipe name, process config, sampling overrides."""
+    """Provenance of each run for the JSON: dir, checkpoint step, recipe name, image shape (C, H, W), process config
+    (every field, as trained or changed by sampling-time settings) and the sampling-time settings changed since training."""
     return {lab: {"run_dir": str(r.run_dir), "checkpoint_step": r.step, "recipe": r.recipe.name,
-                  "process": r.recipe.to_dict()["process"], "sampling_overrides": list(r.sampling)}
+                  "image_shape": list(r.image_shape), "process": r.recipe.to_dict()["process"],
+                  "sampling_overrides": dict(r.sampling)}
             for lab, r in zip(unique_labels(runs), runs)}
 
 
@@ -171,73 +178,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     return path
 
 
-def fail(e: Exception) -> NoReturn:
-    """For the analysis commands: print a GenprocError as one line ``error: ...`` and exit 2."""
-    import typer
-
-    typer.echo(f"error: {str(e).strip().splitlines()[-1] if str(e).strip() else e}", err=True)
-    raise typer.Exit(2)
-
-
 def require_positive(name: str, value: int) -> None:
     """``name must be >= 1, got value`` unless ``value`` >= 1 (``name``: the option, e.g. ``--batch-size``)."""
     if value < 1:
         raise GenprocError(f"{name} must be >= 1, got {value}")
-
-
-def run_analysis(run_dirs: Sequence[str | Path], analyze: Callable[[list[Any]], T], *, checkpoint: str | None = None,
-                 data_root: str | None = None, sample_set: Sequence[str] = (), check: Callable[[], Any] | None = None) -> T:
-    """The body of a ``genproc analyze`` command: ``check()`` (option checks that need no run), then
-    ``analyze(runs)`` on the loaded runs (:func:`load_runs`); a GenprocError from any step ends the command
-    with one line ``error: ...`` and exit code 2 (:func:`fail`)."""
-    try:
-        if check is not None:
-            check()
-        return analyze(load_runs(run_dirs, checkpoint, data_root, sample_set))
-    except GenprocError as e:
-        fail(e)
-
-
-# Arguments and options shared by the ``genproc analyze`` commands (a fresh typer.Argument / typer.Option per command).
-
-def run_dirs_argument(help: str = "Run directories written by 'genproc train' (e.g. an IHDM and a DDPM run).") -> Any:
-    """The run directories (one or more, required)."""
-    import typer
-
-    return typer.Argument(..., help=help)
-
-
-def out_option(analysis: str, help: str) -> Any:
-    """``--out``: the output folder, by default ``analysis_out/<analysis>``."""
-    import typer
-
-    return typer.Option(Path(f"analysis_out/{analysis}"), "--out", help=help)
-
-
-def checkpoint_option() -> Any:
-    """``--checkpoint``: which checkpoint of each run to load."""
-    import typer
-
-    return typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest).")
-
-
-def data_root_option(help: str = "Data folder, if it moved since training.") -> Any:
-    """``--data-root``: where the run's data set is now."""
-    import typer
-
-    return typer.Option(None, "--data-root", help=help)
-
-
-def sample_set_option() -> Any:
-    """``--sample-set KEY=VALUE`` (repeatable): sampling-time overrides, see :func:`load_runs`."""
-    import typer
-
-    return typer.Option([], "--sample-set", help="Sampling-time override for the runs that have the key, "
-                                                 "e.g. --sample-set process.sampler=ddim (repeatable).")
-
-
-def batch_size_option(help: str = "Images per forward pass (does not change the results).") -> Any:
-    """``--batch-size`` (default 64)."""
-    import typer
-
-    return typer.Option(64, "--batch-size", help=help)

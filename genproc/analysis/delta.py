@@ -1,28 +1,29 @@
 """The sampling-noise sweep of IHDM (Sec. 4 "The effect of noise δ", Fig. 6; App. C.1, Fig. 11).
 
-For a heat (or blur) run, δ is the std of the reverse-step noise p(u_{k-1}|u_k) = N(μ, δ² I) and of the KDE
-prior; it can be changed after training. For each δ in a list this draws a sample grid with one seed (the
-same prior images and the same noise draws, only scaled by δ, so the effect of δ is what changes: δ = 0
-sharpens the blurred prior into a smooth shape, more detail appears as δ grows past σ, and too large a δ
-gives noise), the FID of ``n`` samples and the NLL upper bound in bits/dim with its breakdown (via
-:func:`genproc.metrics.evaluate`). The paper's finding to compare with (CIFAR-10, σ = 0.01): the NLL is
-lowest near δ = σ, FID lowest a bit above, near δ ≈ 1.25–1.33 σ (0.0125–0.01325). At δ = 0 the NLL bound
-is infinite (the Gaussian reverse steps collapse to point masses), so it is not measured there.
+For a run whose process has the sampling-time key ``delta`` (IHDM: heat or blur), δ is the std of the reverse-step
+noise p(u_{k-1}|u_k) = N(μ, δ² I) and of the KDE prior; it can be changed after training
+(``run.with_sampling(delta=d)``). For each δ in a list this draws a sample grid with one seed (the same prior images
+and the same noise draws, only scaled by δ, so the effect of δ is what changes: δ = 0 sharpens the blurred prior into
+a smooth shape, more detail appears as δ grows past σ, and too large a δ gives noise), the FID of ``n`` samples and
+the NLL upper bound in bits/dim with its breakdown (via :func:`genproc.metrics.evaluate` on
+``run.with_sampling(delta=d)``). The training noise σ that δ is compared with is the process config's field
+``sigma`` (None, and no comparison, for a process without one). The paper's finding to compare with (CIFAR-10,
+σ = 0.01): the NLL is lowest near δ = σ, FID lowest a bit above, near δ ≈ 1.25–1.33 σ (0.0125–0.01325). At δ = 0
+the NLL bound is infinite (the Gaussian reverse steps collapse to point masses), so it is not measured there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
-from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
-                                     run_analysis, run_dirs_argument, run_info, save_figure, unique_labels, write_payload)
+from genproc.analysis.common import new_figure, run_info, save_figure, unique_labels, write_payload
 from genproc.errors import GenprocError
 
 DEFAULT_DELTAS = (0.0, 0.005, 0.01, 0.0125, 0.015, 0.02)
@@ -69,8 +70,14 @@ def parse_sweep_metrics(spec: str | Sequence[str]) -> list[str]:
 
 
 def has_delta(run: Any) -> bool:
-    """Whether the run's process has the sampling noise δ (heat and blur do; DDPM does not)."""
-    return "delta" in getattr(type(run.recipe.process), "SAMPLING_KEYS", ())
+    """Whether the run's process has the sampling noise δ as a sampling-time key (heat and blur do; DDPM does not)."""
+    return "delta" in type(run.recipe.process).SAMPLING_KEYS
+
+
+def training_sigma(run: Any) -> float | None:
+    """The training noise σ the paper relates δ to: the process config's field ``sigma`` (None without one)."""
+    sigma = dataclasses.asdict(run.recipe.process).get("sigma")
+    return None if sigma is None else float(sigma)
 
 
 def argmin_delta(deltas: Sequence[float], values: Sequence[float | None]) -> float | None:
@@ -79,10 +86,11 @@ def argmin_delta(deltas: Sequence[float], values: Sequence[float | None]) -> flo
     return min(best, key=lambda t: t[0])[1] if best else None
 
 
-def agrees_with_paper(deltas: Sequence[float], argmin: float | None, sigma: float, lo: float, hi: float) -> bool | None:
+def agrees_with_paper(deltas: Sequence[float], argmin: float | None, sigma: float | None, lo: float,
+                      hi: float) -> bool | None:
     """Whether ``argmin`` is what the paper's range [lo σ, hi σ] predicts on this δ grid: inside the range, or the
-    grid point nearest to one of its ends. None when it cannot be judged (no argmin, σ = 0)."""
-    if argmin is None or sigma <= 0:
+    grid point nearest to one of its ends. None when it cannot be judged (no argmin, no σ or σ = 0)."""
+    if argmin is None or sigma is None or sigma <= 0:
         return None
     if lo * sigma - 1e-12 <= argmin <= hi * sigma + 1e-12:
         return True
@@ -93,13 +101,16 @@ def agrees_with_paper(deltas: Sequence[float], argmin: float | None, sigma: floa
 @torch.no_grad()
 def compute_delta_grids(run: Any, deltas: Sequence[float], n: int = 8, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
     """(len(deltas), n, C, H, W) samples in [0, 1], one set per δ, all with seed ``seed`` (same prior images and noise)."""
-    return torch.stack([run.sample(n, seed=seed, delta=d, batch_size=batch_size, capture_every=-1).images for d in deltas])
+    return torch.stack([run.with_sampling(delta=d).sample(n, seed=seed, batch_size=batch_size, capture_every=-1).images
+                        for d in deltas])
 
 
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:
-    """The parts of an evaluate() record worth keeping per δ (value, uncertainty, NLL breakdown, provenance)."""
+    """The parts of an evaluate() record worth keeping per δ (value, uncertainty, NLL breakdown, the sampling settings
+    it ran with, provenance)."""
     keys = ("value", "std", "unit", "n_samples", "extractor", "reference", "std_error_bits_per_dim", "nats_per_image",
-            "terms_nats", "terms_bits_per_dim", "term_labels", "dequantization_bits_per_dim", "convention", "json")
+            "terms_nats", "terms_bits_per_dim", "term_labels", "dequantization_bits_per_dim", "convention", "sampling",
+            "json")
     return {k: rec[k] for k in keys if k in rec}
 
 
@@ -127,7 +138,7 @@ def compute_delta_sweep(run: Any, deltas: Sequence[float], metrics: Sequence[str
                 continue
             log(f"delta {d:g}: {','.join(group)}")
             try:
-                recs = evaluate(run, group, n=n, n_ref=n_ref, delta=d, seed=seed, batch_size=batch_size,
+                recs = evaluate(run.with_sampling(delta=d), group, n=n, n_ref=n_ref, seed=seed, batch_size=batch_size,
                                 inception_weights=inception_weights, extractor=extractor or INCEPTION, cache_dir=cache_dir,
                                 log=log)
             except GenprocError as e:
@@ -205,7 +216,8 @@ def analyze_delta(runs: Sequence[Any], out: str | Path, *, deltas: Sequence[floa
                   metrics: str | Sequence[str] = "fid,nll", seed: int = 0, inception_weights: str | Path | None = None,
                   extractor: str | None = None, cache_dir: str | Path | None = None, n_ref: int | None = None,
                   grid: int = 8, batch_size: int = 64, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """The δ sweep for every heat/blur run among ``runs`` (DDPM runs are skipped with a note; only DDPM is an error).
+    """The δ sweep for every run among ``runs`` whose process has δ (:func:`has_delta`; the others, e.g. DDPM, are
+    skipped with a note; none with δ is an error).
 
     Per run and δ: ``grid`` samples (seed ``seed``), FID/KID of ``n`` samples against the test split (first ``n_ref``),
     NLL bits/dim on the first ``n`` test images. Writes ``out/delta_samples.png``, ``out/delta_metrics.png`` and
@@ -219,12 +231,12 @@ def analyze_delta(runs: Sequence[Any], out: str | Path, *, deltas: Sequence[floa
             raise GenprocError(f"{name} must be >= 1, got {v}")
     labels = unique_labels(runs)
     swept = [(lab, r) for lab, r in zip(labels, runs) if has_delta(r)]
-    skipped = {lab: f"process '{r.recipe.to_dict()['process']['name']}' has no sampling noise delta"
+    skipped = {lab: f"process '{r.process_name}' has no sampling noise delta"
                for lab, r in zip(labels, runs) if not has_delta(r)}
     if not swept:
         given = ", ".join(f"{lab} ({r.run_dir})" for lab, r in zip(labels, runs))
-        raise GenprocError(f"the delta sweep needs a heat or blur run; {given} has no sampling noise delta "
-                           "(DDPM's reverse noise is fixed by its schedule)")
+        raise GenprocError(f"the delta sweep needs a run whose process has the sampling-time key 'delta' (IHDM: heat or "
+                           f"blur); {given} has none (its reverse noise is fixed by its schedule)")
     for lab, why in skipped.items():
         log(f"delta: skipping {lab}: {why}")
     if any(m != "nll" for m in metrics):
@@ -235,14 +247,14 @@ def analyze_delta(runs: Sequence[Any], out: str | Path, *, deltas: Sequence[floa
     results: dict[str, dict[str, Any]] = {}
     grids: dict[str, torch.Tensor] = {}
     for lab, run in swept:
-        sigma = float(getattr(run.recipe.process, "sigma", 0.0))
+        sigma = training_sigma(run)
         log(f"delta: {lab}: sample grids at delta = {', '.join(f'{d:g}' for d in deltas)}")
         grids[lab] = compute_delta_grids(run, deltas, grid, seed, batch_size)
         res = compute_delta_sweep(run, deltas, metrics, n=n, seed=seed, n_ref=n_ref, batch_size=batch_size,
                                   inception_weights=inception_weights, extractor=extractor, cache_dir=cache_dir, log=log)
         res["sigma"] = sigma
-        res["trained_delta"] = float(getattr(run.recipe.process, "delta", float("nan")))
-        res["argmin_over_sigma"] = {m: (a / sigma if a is not None and sigma > 0 else None) for m, a in res["argmin"].items()}
+        res["trained_delta"] = float(run.process.sampling_settings()["delta"])
+        res["argmin_over_sigma"] = {m: (a / sigma if a is not None and sigma else None) for m, a in res["argmin"].items()}
         res["agrees_with_paper"] = {m: agrees_with_paper(deltas, res["argmin"][m], sigma, *PAPER[f"{m}_argmin_over_sigma"])
                                     for m in ("fid", "nll") if m in metrics}
         results[lab] = res
@@ -262,43 +274,3 @@ def analyze_delta(runs: Sequence[Any], out: str | Path, *, deltas: Sequence[floa
         "files": files,
     }
     return write_payload(out, "delta", payload, list_json=True)
-
-
-def delta_command(
-    run_dirs: list[Path] = run_dirs_argument("Heat (IHDM) or blur run directories; DDPM runs are skipped (no delta)."),
-    out: Path = out_option("delta", "Folder for delta_samples.png, delta_metrics.png, delta.json."),
-    deltas: str = typer.Option(",".join(f"{d:g}" for d in DEFAULT_DELTAS), "--deltas",
-                               help="Comma-separated sampling noise values (>= 0)."),
-    n: int = typer.Option(500, "--n", help="Samples per delta for FID/KID; test images for NLL."),
-    metrics: str = typer.Option("fid,nll", "--metrics", help="Comma-separated: fid, kid, nll (nll is skipped at delta = 0)."),
-    n_ref: Optional[int] = typer.Option(None, "--n-ref",
-                                         help="Use only the first N test images as the FID reference (default: all)."),
-    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
-                                                     help="InceptionV3 weights file for torch-fidelity (offline); "
-                                                          "env GENPROC_INCEPTION_WEIGHTS."),
-    seed: int = typer.Option(0, "--seed",
-                            help="Seed for grids, samples, dequantisation and ELBO noise (the same at every delta)."),
-    grid: int = typer.Option(8, "--grid", help="Samples in each delta's grid."),
-    batch_size: int = batch_size_option(),
-    checkpoint: Optional[str] = checkpoint_option(),
-    data_root: Optional[str] = data_root_option(),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache for FID/KID."),
-    extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
-) -> None:
-    """Sec. 4 / App. C.1: sweep the sampling noise delta of heat/blur runs: sample grids (Fig. 6), FID and NLL vs delta
-    (Fig. 11)."""
-    res = run_analysis(
-        run_dirs, lambda runs: analyze_delta(runs, out, deltas=deltas, n=n, metrics=metrics, seed=seed,
-                                             inception_weights=inception_weights, extractor=extractor, cache_dir=cache_dir,
-                                             n_ref=n_ref, grid=grid, batch_size=batch_size,
-                                             log=lambda m: typer.echo(m, err=True)),
-        checkpoint=checkpoint, data_root=data_root, check=lambda: (parse_deltas(deltas), parse_sweep_metrics(metrics)))
-    for lab, r in res["results"].items():
-        for m, vals in r["values"].items():
-            cells = ", ".join(f"{d:g}: {'–' if v is None else f'{v:.4g}'}" for d, v in zip(res["settings"]["deltas"], vals))
-            arg = r["argmin"][m]
-            typer.echo(f"{lab} {m}: {cells}; lowest at delta {'–' if arg is None else f'{arg:g}'}")
-    typer.echo(f"wrote {', '.join(str(out / f) for f in res['files'].values())}")
-
-
-COMMANDS = {"delta": delta_command}

@@ -15,7 +15,8 @@ A sample is a deterministic function of its prior state and of its per-step nois
   --same-init``): how much the noise alone can vary.
 
 DDPM gets the analogous construction: x_T in place of u_K and the ancestral step noise (with DDIM and eta = 0 the
-noise is not used: a shared-prior grid is one image repeated and ``noise_used`` is False).
+noise is not used: a shared-prior grid is one image repeated and ``noise_used``, the process's
+``reverse_is_stochastic``, is False).
 
 Prior r and noise c are those of the normal sampler's samples r and c under ``seed``
 (:func:`genproc.analysis.interpolation.prior_states`, :class:`~genproc.analysis.interpolation.StepNoise`), so the
@@ -32,19 +33,15 @@ explained by the prior (rows), by the noise (columns) and their interaction (fra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
-from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
-                                     require_positive, reverse_chain, run_analysis, run_dirs_argument, run_info,
-                                     sample_set_option, save_figure, unique_labels, write_payload)
-from genproc.analysis.interpolation import (IHDM_DATA_ROOT_HELP, StepNoise, image_mosaic, noise_used, prior_states,
-                                           show_mosaic)
+from genproc.analysis.common import new_figure, reverse_chain, run_info, save_figure, unique_labels, write_payload
+from genproc.analysis.interpolation import StepNoise, image_mosaic, prior_states, show_mosaic
 from genproc.errors import GenprocError
 
 
@@ -141,16 +138,15 @@ def compute_disentangle(run: Any, rows: int = 6, cols: int = 6, seed: int = 0, *
     """Both grids and their numbers for one run.
 
     Returns {"shared_noise": {"grid": (rows, cols, C, H, W), "priors": (rows, C, H, W), "stats": dict},
-    "shared_prior": {"grid": (rows, cols, C, H, W), "prior": (C, H, W), "stats": dict}, "noise_used": bool,
-    "sigma_blur_max_over_image_size": float (IHDM only, else None)}; images in [0, 1].
+    "shared_prior": {"grid": (rows, cols, C, H, W), "prior": (C, H, W), "stats": dict},
+    "noise_used": bool (``process.reverse_is_stochastic``)}; images in [0, 1]. How much the prior keeps (for IHDM,
+    sigma_B,max against the image size) is read from the process config and image shape that :func:`run_info` records.
     """
     grid, priors = shared_noise_grid(run, rows, cols, seed, batch_size)
     pgrid, prior = shared_prior_grid(run, rows, cols, seed, batch_size)
-    sb = getattr(run.process.cfg, "sigma_blur_max", None)
     return {"shared_noise": {"grid": grid, "priors": priors, "stats": shared_noise_stats(grid)},
             "shared_prior": {"grid": pgrid, "prior": prior, "stats": shared_prior_stats(pgrid)},
-            "noise_used": noise_used(run.process),
-            "sigma_blur_max_over_image_size": None if sb is None else sb / run.recipe.data.image_size}
+            "noise_used": run.process.reverse_is_stochastic}
 
 
 def _beside(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -185,8 +181,8 @@ def plot_shared_noise(result: dict[str, dict[str, Any]], path: str | Path) -> Pa
     def panel(lab: str, r: dict[str, Any]) -> tuple[np.ndarray, str]:
         st = r["stats"]
         return (_beside(image_mosaic(r["priors"][:, None]), image_mosaic(r["grid"])),
-                f"{lab}: each column shares the noise,\neach row the prior state (left)\n"
-                f"shape ratio {st['shape_ratio']:.2f}, colour var. from prior {st['colour_var_prior_frac']:.0%}")
+                (f"{lab}: each column shares the noise,\neach row the prior state (left)\n"
+                 f"shape ratio {st['shape_ratio']:.2f}, colour var. from prior {st['colour_var_prior_frac']:.0%}"))
 
     return _plot_panels(result, "shared_noise", path, panel)
 
@@ -196,8 +192,8 @@ def plot_shared_prior(result: dict[str, dict[str, Any]], path: str | Path) -> Pa
     def panel(lab: str, r: dict[str, Any]) -> tuple[np.ndarray, str]:
         st = r["stats"]
         return (_beside(image_mosaic(r["prior"][None, None]), image_mosaic(r["grid"])),
-                f"{lab}: every sample starts from\nthe one prior state (top left)\n"
-                f"shape corr {st['shape_corr']:.2f}, colour std {st['colour_std']:.3f}")
+                (f"{lab}: every sample starts from\nthe one prior state (top left)\n"
+                 f"shape corr {st['shape_corr']:.2f}, colour std {st['colour_std']:.3f}"))
 
     return _plot_panels(result, "shared_prior", path, panel)
 
@@ -205,8 +201,8 @@ def plot_shared_prior(result: dict[str, dict[str, Any]], path: str | Path) -> Pa
 def analyze_disentangle(runs: Sequence[Any], out: str | Path, *, rows: int = 6, cols: int = 6, seed: int = 0,
                         batch_size: int = 64) -> dict[str, Any]:
     """Write out/disentangle_shared_noise.png, out/disentangle_shared_prior.png and out/disentangle.json
-    ({settings, runs, results: {label: {shared_noise: stats, shared_prior: stats, noise_used, ...}}, files});
-    returns the JSON payload."""
+    ({settings, runs, results: {label: {shared_noise: stats, shared_prior: stats, noise_used}}, files}; ``runs``
+    holds each run's process config and image shape); returns the JSON payload."""
     _check(rows, cols)
     out = Path(out)
     results = {lab: compute_disentangle(r, rows, cols, seed, batch_size=batch_size) for lab, r in zip(unique_labels(runs), runs)}
@@ -217,38 +213,7 @@ def analyze_disentangle(runs: Sequence[Any], out: str | Path, *, rows: int = 6, 
                           "shared_prior": "cell (r, c) = chain(prior of sample 0, noise of sample r * cols + c)"},
                "runs": run_info(runs),
                "results": {lab: {"shared_noise": r["shared_noise"]["stats"], "shared_prior": r["shared_prior"]["stats"],
-                                 "noise_used": r["noise_used"],
-                                 "sigma_blur_max_over_image_size": r["sigma_blur_max_over_image_size"]}
+                                 "noise_used": r["noise_used"]}
                            for lab, r in results.items()},
                "files": files}
     return write_payload(out, "disentangle", payload)
-
-
-def disentangle_command(
-    run_dirs: list[Path] = run_dirs_argument(),
-    out: Path = out_option("disentangle", "Folder for the two PNG grids and the JSON."),
-    rows: int = typer.Option(6, "--rows", help="Prior states (rows of the shared-noise grid); >= 2."),
-    cols: int = typer.Option(6, "--cols", help="Noise sequences (columns of the shared-noise grid); >= 2."),
-    seed: int = typer.Option(0, "--seed", help="Seed: prior r and noise c are those of 'genproc sample --seed' samples r and c."),
-    batch_size: int = batch_size_option(),
-    checkpoint: Optional[str] = checkpoint_option(),
-    data_root: Optional[str] = data_root_option(IHDM_DATA_ROOT_HELP),
-    sample_set: list[str] = sample_set_option(),
-) -> None:
-    """Shared noise with different priors (do columns keep their shape while rows change colour?) and a shared
-    prior with different noise; writes two image grids and the numbers."""
-    payload = run_analysis(
-        run_dirs, lambda runs: analyze_disentangle(runs, out, rows=rows, cols=cols, seed=seed, batch_size=batch_size),
-        checkpoint=checkpoint, data_root=data_root, sample_set=sample_set,
-        check=lambda: require_positive("--batch-size", batch_size))
-    for lab, r in payload["results"].items():
-        st = r["shared_noise"]
-        typer.echo(f"{lab}: shape ratio (same noise / independent) {st['shape_ratio']:.3f}, shape corr same noise "
-                   f"{st['shape_corr_same_noise']:.3f} vs independent {st['shape_corr_independent']:.3f}, "
-                   f"colour variance from prior {st['colour_var_prior_frac']:.0%}"
-                   + ("" if r["noise_used"] else " (noise unused)"))
-    typer.echo(f"wrote {out / 'disentangle_shared_noise.png'}, {out / 'disentangle_shared_prior.png'} "
-               f"and {out / 'disentangle.json'}")
-
-
-COMMANDS = {"disentangle": disentangle_command}

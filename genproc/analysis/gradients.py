@@ -4,11 +4,12 @@ For an output pixel (c, i, j) of the network at level k, the gradient map d net(
 IHDM's learned reverse step is close to a local convolution (Eq. 13), so its maps are small and round; DDPM's
 are wider and more irregular. Conventions (also in ``gradients.json`` under ``"settings"``):
 
-- **State**: x is the forward-process state of real data images at level k, ``process.training_pair(x0, k, eps)[0]``
+- **State**: x is the forward-process state of real data images at level k, ``process.forward_marginal(x0, k, eps)``
   (IHDM: F(t_k) x0 + sigma eps in [0, 1] units; DDPM: sqrt(ab) (2 x0 - 1) + sqrt(1 - ab) eps), exactly at its level and
   cheap (no sampling); the network output is IHDM's residual f(u_k, k) or DDPM's epsilon. Gradients in fp32, eval mode.
 - **Levels**: a fraction ``frac`` of the chain is level k = round(frac K), at least 1, with K the process's number of
-  steps (IHDM's K, DDPM's T): frac 1 is the prior end, 0 the data, so fractions 0.9, 0.5, 0.1, 0.02 are early to late
+  levels ``process.num_levels`` (IHDM's K, DDPM's T): frac 1 is the prior end, 0 the data, so fractions
+  0.9, 0.5, 0.1, 0.02 are early to late
   in generation, at the same relative positions in both chains.
 - **Locality radii** (:func:`locality_radii`): for each mass m in ``MASSES`` (0.5, 0.9), r_m is the smallest Euclidean
   distance (pixels) from the output pixel such that the input pixels within r_m hold m of the total |gradient| (summed
@@ -32,15 +33,14 @@ are wider and more irregular. Conventions (also in ``gradients.json`` under ``"s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
-from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
-                                     run_analysis, run_dirs_argument, run_info, save_figure, unique_labels, write_payload)
+from genproc.analysis.common import new_figure, run_info, save_figure, unique_labels, write_payload
 from genproc.errors import GenprocError
 
 DEFAULT_FRACTIONS = (0.9, 0.5, 0.1, 0.02)
@@ -66,7 +66,7 @@ def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel]) 
     for p in pixels:
         if len(p) != 3 or not (0 <= p[0] < c and 0 <= p[1] < h and 0 <= p[2] < w):
             raise GenprocError(f"pixel {tuple(p)} is outside the (channel, row, column) ranges of a {c}x{h}x{w} image")
-    device = getattr(run, "device", x.device)
+    device = run.device
     xx = x.detach().to(device).float().requires_grad_(True)
     kk = torch.full((n,), int(k), dtype=torch.long, device=device)
     grads = []
@@ -137,7 +137,8 @@ def circular_symmetry(grad_map: torch.Tensor | np.ndarray, center: Sequence[int]
     grad_map: (C, H, W) or (H, W) signed gradients; center: (i, j) or (c, i, j) (the last two are used). Only the
     pixels at rounded distance 1 <= round(sqrt(di^2 + dj^2)) <= R = min(i, j, H-1-i, W-1-j) count (the largest disc
     around the centre that fits in the image, whole rings; the centre pixel itself is left out, since a ring of one
-    pixel is symmetric by definition and would make any map dominated by its centre look symmetric); g_rad replaces each channel's values by their mean over the ring
+    pixel is symmetric by definition and would make any map dominated by its centre look symmetric); g_rad replaces
+    each channel's values by their mean over the ring
     of the same rounded distance, and the squared norms are summed over those pixels and all channels. 1 = circularly
     symmetric, about rings / pixels for white noise, ~0 = no radial structure. Dimensionless; NaN for a map that is
     zero (or non-finite) on the disc, or a centre on the border (R = 0).
@@ -162,11 +163,11 @@ def circular_symmetry(grad_map: torch.Tensor | np.ndarray, center: Sequence[int]
     return float(1.0 - ((vals - means[:, ring_in]) ** 2).sum() / energy)
 
 
-def level_for_fraction(frac: float, num_steps: int) -> int:
-    """k = round(frac K) (halves up), clipped to 1..K."""
+def level_for_fraction(frac: float, num_levels: int) -> int:
+    """k = round(frac K) (halves up), clipped to 1..K (K = ``num_levels``)."""
     if not 0 < frac <= 1:
         raise GenprocError(f"fractions of the chain must be in (0, 1], got {frac}")
-    return int(min(num_steps, max(1, math.floor(frac * num_steps + 0.5))))
+    return int(min(num_levels, max(1, math.floor(frac * num_levels + 0.5))))
 
 
 def default_pixels(c: int, h: int, w: int) -> list[Pixel]:
@@ -180,7 +181,7 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
     """Input gradients, locality radii and circular symmetry of ``run`` at each fraction of its chain, on its first
     ``n`` training images.
 
-    Returns {"num_steps", "image_size", "pixels": [P], "fractions": [F], "levels": [F], "masses": [M],
+    Returns {"num_levels", "image_size", "pixels": [P], "fractions": [F], "levels": [F], "masses": [M],
     "measures": {"r50": (F, P, N) pixels, "r90": (F, P, N) pixels (one per mass, :func:`mass_key`), "symmetry": (F, P, N)
     in [0, 1]}, "means": {name: mean over fractions, pixels and images (NaN ignored; None if all NaN)}}; with
     ``keep_maps`` also "maps": (F, P, C, H, W) the first image's gradient maps and "states": (F, C, H, W) its states as
@@ -200,14 +201,14 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
     x0 = data.get_batch(torch.arange(min(n, len(data)))).float()
     nimg, c, h, w = x0.shape
     pixels = [tuple(int(v) for v in p) for p in (pixels or default_pixels(c, h, w))]
-    levels = [level_for_fraction(float(f), run.process.num_steps) for f in fractions]
+    levels = [level_for_fraction(float(f), run.process.num_levels) for f in fractions]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     measures = {key: np.zeros((len(levels), len(pixels), nimg)) for key in [*keys, SYMMETRY]}
     maps, states = [], []
     for fi, k in enumerate(levels):
         for b0 in range(0, nimg, batch_size):
             xb, eb = x0[b0:b0 + batch_size].to(run.device), eps[b0:b0 + batch_size].to(run.device)
-            state, _ = run.process.training_pair(xb, torch.full((xb.shape[0],), k, dtype=torch.long), eb)
+            state = run.process.forward_marginal(xb, torch.full((xb.shape[0],), k, dtype=torch.long), eb)
             g = input_gradients(run, state, k, pixels)  # (P, B, C, H, W)
             for pi, p in enumerate(pixels):
                 for b, gm in enumerate(g[pi], start=b0):
@@ -218,7 +219,7 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
                 maps.append(g[:, 0])
                 states.append(run.process.to_image(state[:1]).cpu()[0])
     means = {key: float(np.nanmean(v)) if np.isfinite(v).any() else None for key, v in measures.items()}
-    out = {"num_steps": int(run.process.num_steps), "image_size": int(h), "pixels": pixels,
+    out = {"num_levels": int(run.process.num_levels), "image_size": int(h), "pixels": pixels,
            "fractions": [float(f) for f in fractions], "levels": levels, "masses": masses, "measures": measures, "means": means}
     if keep_maps:
         out.update(maps=torch.stack(maps).numpy(), states=torch.stack(states).numpy())
@@ -266,10 +267,10 @@ def gradient_locality_summary(run: Any, n: int = 8, seed: int = 0,
     return out
 
 
-# ------------------------------------------------------------------ figure and command
+# ------------------------------------------------------------------ figure and analysis
 
 
-def _mean_std(s: dict[str, Any], fmt: str) -> str:
+def fmt_mean_std(s: dict[str, Any], fmt: str) -> str:
     """'mean±std' of a :func:`_stats` dict in ``fmt``, or '–'."""
     return "–" if s["mean"] is None else f"{s['mean']:{fmt}}±{s['std']:{fmt}}"
 
@@ -280,7 +281,7 @@ def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
     Each map is divided by its max |gradient| and drawn in symlog colours, linear within ``LINTHRESH_REL`` (one
     shared colour bar); the output pixel is marked by a square, the first image's radii by circles (r50 dotted, r90
     dashed); titles give r50, r90 (pixels) and the circular symmetry, mean ± std over images and pixels."""
-    import matplotlib.cm as cm
+    from matplotlib import cm
     from matplotlib.colors import SymLogNorm
     from matplotlib.patches import Circle, Rectangle
 
@@ -307,9 +308,9 @@ def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
                 if np.isfinite(r):
                     ax.add_patch(Circle((pj, pi), r, fill=False, edgecolor="black", ls=ls, lw=1))
             table = res["table"][col]
-            radii = ", ".join(f"{key} {_mean_std(table[key], '.1f')}" for key in rkeys)
+            radii = ", ".join(f"{key} {fmt_mean_std(table[key], '.1f')}" for key in rkeys)
             ax.set_title(f"{lab} k={res['levels'][col]} ({res['fractions'][col]:g}), max {vmax:.1e}\n{radii} px\n"
-                         f"symmetry {_mean_std(table[SYMMETRY], '.2f')}", fontsize=8)
+                         f"symmetry {fmt_mean_std(table[SYMMETRY], '.2f')}", fontsize=8)
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap="RdBu_r"), ax=axes.ravel().tolist(), shrink=0.8,
                  label=f"gradient / max |gradient| (symlog, linear within ±{LINTHRESH_REL:g})")
     return save_figure(fig, path)
@@ -329,8 +330,7 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
         raise GenprocError("give at least one run directory (written by 'genproc train')")
     locality: dict[str, Any] = {}
     for lab, run in zip(unique_labels(runs), runs):
-        c, s = run.recipe.data.channels, run.recipe.data.image_size
-        pixels = default_pixels(c, s, s)
+        pixels = default_pixels(*run.image_shape)
         if pixel is not None:
             pixels = [tuple(pixel), *[p for p in pixels[1:] if p != tuple(pixel)]]
         res = compute_gradients(run, n=n, seed=seed, fractions=fractions, pixels=pixels, batch_size=batch_size)
@@ -341,8 +341,8 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
     payload = {"analysis": "gradients",
                "settings": {"n": n, "seed": seed, "fractions": list(fractions), "masses": list(MASSES),
                             "linthresh_rel": LINTHRESH_REL,
-                            "state": "forward-process state u_k = training_pair(x0, k, eps) of the first n training images",
-                            "levels": "k = round(fraction * K), K = the process's number of steps (IHDM K, DDPM T); "
+                            "state": "forward-process state u_k = forward_marginal(x0, k, eps) of the first n training images",
+                            "levels": "k = round(fraction * K), K = the process's number of levels (IHDM K, DDPM T); "
                                       "1 = prior end",
                             "radius": "r50, r90: smallest Euclidean radius (pixels) holding 0.5, 0.9 of the |gradient| "
                                       "mass, summed over input channels",
@@ -350,7 +350,7 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
                                         "fits in the image, g the signed map per input channel, g_rad its mean over rings of "
                                         "equal rounded distance (1 = circularly symmetric, ~0 = no radial structure)"},
                "runs": run_info(runs),
-               "locality": {lab: {k: r[k] for k in ("num_steps", "image_size", "pixels", "fractions", "levels", "masses",
+               "locality": {lab: {k: r[k] for k in ("num_levels", "image_size", "pixels", "fractions", "levels", "masses",
                                                      "means")} | {"by_fraction": r["table"]} for lab, r in locality.items()},
                "summary": {lab: r["means"] for lab, r in locality.items()},
                "files": {"figure": "gradients.png"}}
@@ -379,36 +379,3 @@ def parse_fractions(text: str) -> list[float]:
     if not vals or not all(0 < v <= 1 for v in vals):
         raise GenprocError(f"--fractions expects comma-separated numbers in (0, 1], got {text!r}")
     return vals
-
-
-def gradients_command(
-    run_dirs: list[Path] = run_dirs_argument(),
-    out: Path = out_option("gradients", "Output folder for gradients.png and gradients.json."),
-    n: int = typer.Option(16, "--n", help="Training images whose forward-process states are probed."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the forward-process noise."),
-    fractions: str = typer.Option(",".join(map(str, DEFAULT_FRACTIONS)), "--fractions",
-                                  help="Positions in the chain, k = round(fraction * K) (1 = prior end, 0 = data), "
-                                       "comma-separated."),
-    pixel: Optional[str] = typer.Option(None, "--pixel", help="Output pixel ROW,COL or CHANNEL,ROW,COL drawn in the figure "
-                                                              "(default: the center; statistics also use (0, H//4, W//4))."),
-    batch_size: int = batch_size_option(),
-    checkpoint: Optional[str] = checkpoint_option(),
-    data_root: Optional[str] = data_root_option(),
-) -> None:
-    """Input gradients of the network (Fig. 8): maps for one output pixel at several points of each chain, the radii
-    holding 50% and 90% of the |gradient| (r50, r90) and the maps' circular symmetry (IHDM: small and round; DDPM:
-    wider, less symmetric)."""
-    res = run_analysis(run_dirs, lambda runs: analyze_gradients(runs, out, n=n, seed=seed, fractions=parse_fractions(fractions),
-                                                                pixel=parse_pixel(pixel), batch_size=batch_size),
-                       checkpoint=checkpoint, data_root=data_root)
-    for lab, loc in res["locality"].items():
-        keys = [mass_key(m) for m in loc["masses"]]
-        parts = [f"k={t['level']}: " + ", ".join(f"{key} {_mean_std(t[key], '.2f')}" for key in keys)
-                 + f", sym {_mean_std(t[SYMMETRY], '.2f')}" for t in loc["by_fraction"]]
-        means = ", ".join(f"{key} " + ("–" if v is None else f"{v:.2f}") for key, v in loc["means"].items())
-        typer.echo(f"{lab}: gradient radii {'/'.join(keys)} (px, holding {'/'.join(f'{m:.0%}' for m in loc['masses'])} of the "
-                   f"|gradient| mass) and circular symmetry (0..1): {'; '.join(parts)}; mean {means}")
-    typer.echo(f"wrote {out / 'gradients.png'}, {out / 'gradients.json'}")
-
-
-COMMANDS = {"gradients": gradients_command}

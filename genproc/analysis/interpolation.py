@@ -4,7 +4,7 @@ A sample of any process is a deterministic function of its prior state and of th
 reverse step (:func:`genproc.analysis.common.reverse_chain`). Interpolating between two samples means
 interpolating both:
 
-- IHDM (``heat`` and ``blur``): the prior state u_K (a blurred training image plus delta noise, a point of
+- IHDM (heat and blur): the prior state u_K (a blurred training image plus delta noise, a point of
   a data KDE) is interpolated **linearly**, and the per-step noise **spherically** (App. D). The paper
   writes the noise interpolation as ``sin(phi) nu1 + cos(pi/2 - phi) nu2``; since cos(pi/2 - phi) = sin(phi)
   that is a typo (both weights would be sin phi, and phi = 0 would give 0, not nu1). The stated intent —
@@ -13,7 +13,11 @@ interpolating both:
   for orthogonal vectors (slerp also handles the small non-orthogonality of two random draws).
 - DDPM: the Gaussian prior x_T is interpolated spherically too (a linear mix of two N(0, I) draws has a
   too-small norm half-way, an atypical x_T), and so is every ancestral step's noise. With DDIM and
-  eta = 0 the noise is not used and only x_T matters (``noise_used`` is False in the results).
+  eta = 0 the noise is not used and only x_T matters (``noise_used`` is False in the results:
+  ``process.reverse_is_stochastic``).
+
+Which interpolation the prior gets follows from the contract: a prior drawn from the (blurred) training data
+(``process.needs_data_for_prior``, a KDE) is interpolated linearly, any other (a Gaussian) spherically.
 
 The endpoints of pair p are exactly the normal sampler's samples 2p and 2p + 1 of ``seed``
 (``run.sample(2 * pairs, seed=seed)``): their prior states and per-step noises are drawn from the same
@@ -43,55 +47,53 @@ Aggregates over pairs: mean, median, std, standard error and a percentile bootst
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
-from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
-                                     require_positive, reverse_chain, run_analysis, run_dirs_argument, run_info,
-                                     sample_set_option, save_figure, slerp, unique_labels, write_payload)
+from genproc.analysis.common import (
+    new_figure,
+    reverse_chain,
+    run_info,
+    save_figure,
+    slerp,
+    unique_labels,
+    write_payload,
+)
 from genproc.errors import GenprocError
 
 MEASURES = ("jump_ratio", "path_ratio", "jump_ratio_shape", "path_ratio_shape")
-IHDM_DATA_ROOT_HELP = "Data folder for the IHDM prior, if it moved."  # --data-root of the commands that draw IHDM priors
 
 
 # -- the normal sampler's randomness, reproduced per sample
-def image_shape(run: Any) -> tuple[int, int, int]:
-    """(C, H, W) of the run's images."""
-    d = run.recipe.data
-    return (d.channels, d.image_size, d.image_size)
-
-
 def prior_states(run: Any, indices: Sequence[int], seed: int) -> torch.Tensor:
     """The prior states (N, C, H, W) (model units) of the normal sampler's samples ``indices`` under ``seed``
     (IHDM: a training image blurred to level K plus delta noise; DDPM: x_T ~ N(0, I)). On the CPU."""
     from genproc.engine.sampler import INIT_STREAM
-    from genproc.processes.rng import SampleRNG
+    from genproc.processes import SampleRNG
 
-    data = run.data if getattr(run.process, "needs_data_for_prior", False) else None
-    return run.process.prior(data, SampleRNG(seed, list(indices), INIT_STREAM), None, image_shape(run)).float()
+    return run.process.prior(SampleRNG(seed, list(indices), INIT_STREAM), run.image_shape, run.prior_data()).float().cpu()
 
 
 class StepNoise:
     """The per-step noise of the normal sampler's samples ``indices`` under ``seed``, made on demand.
 
-    ``noise(j)`` -> (N, C, H, W) standard normal for step j (0-based over ``process.sampling_levels()``),
+    ``noise(j)`` -> (N, C, H, W) standard normal for step j (0-based over ``process.reverse_levels()``),
     the same draws :func:`genproc.engine.sampler.generate` uses, so
     ``reverse_chain(run, prior_states(run, idx, s), StepNoise(run, idx, s))`` reproduces ``run.sample(seed=s)[idx]``.
     Steps must be asked in order; asking an earlier step restarts the generators (memory: one step).
     """
 
     def __init__(self, run: Any, indices: Sequence[int], seed: int):
-        self.seed, self.indices, self.shape = seed, list(indices), image_shape(run)
+        self.seed, self.indices, self.shape = seed, list(indices), run.image_shape
         self._restart()
 
     def _restart(self) -> None:
         from genproc.engine.sampler import NOISE_STREAM
-        from genproc.processes.rng import SampleRNG
+        from genproc.processes import SampleRNG
 
         self._rng, self._j, self._cur = SampleRNG(self.seed, self.indices, NOISE_STREAM), -1, None
 
@@ -103,17 +105,10 @@ class StepNoise:
         return self._cur
 
 
-def noise_used(process: Any) -> bool:
-    """False where the reverse chain ignores its noise (DDIM with eta = 0, or IHDM with delta = 0)."""
-    cfg = process.cfg
-    if getattr(cfg, "sampler", None) == "ddim" and getattr(cfg, "eta", 1.0) == 0:
-        return False
-    return getattr(cfg, "delta", 1.0) != 0
-
-
 def prior_interpolation(process: Any) -> str:
-    """'linear' for a prior that is a KDE of (blurred) data (IHDM, paper App. D), 'slerp' for a Gaussian prior (DDPM)."""
-    return "linear" if getattr(process, "needs_data_for_prior", False) else "slerp"
+    """'linear' for a prior drawn from the (blurred) training data (``needs_data_for_prior``: IHDM's KDE, paper
+    App. D), 'slerp' for any other prior (a Gaussian, DDPM)."""
+    return "linear" if process.needs_data_for_prior else "slerp"
 
 
 # -- interpolation
@@ -151,7 +146,8 @@ def interpolate(run: Any, n_pairs: int, n_frames: int, seed: int = 0, batch_size
         w = lam_n.reshape(-1, 1, 1, 1)
         x = (1 - w) * a + w * b if linear else slerp(a, b, lam_n)
         step_noise = StepNoise(run, idx, seed)
-        images, _ = reverse_chain(run, x, lambda j: slerp(*both(step_noise(j)), lam_n), batch_size=batch_size)
+        images, _ = reverse_chain(run, x, lambda j, sn=step_noise, lam_n=lam_n: slerp(*both(sn(j)), lam_n),
+                                  batch_size=batch_size)
         out.append(images.reshape(n, n_frames, *images.shape[1:]))
     return torch.cat(out)
 
@@ -233,7 +229,7 @@ def compute_interpolation(run: Any, pairs: int = 16, frames: int = 11, seed: int
     return {"frames": imgs, "lambdas": torch.linspace(0.0, 1.0, frames).tolist(),
             "endpoint_samples": [[2 * p, 2 * p + 1] for p in range(pairs)],
             "prior_interpolation": prior_interpolation(run.process), "noise_interpolation": "slerp",
-            "noise_used": noise_used(run.process), "lowpass_sigma": sigma,
+            "noise_used": run.process.reverse_is_stochastic, "lowpass_sigma": sigma,
             "per_pair": {k: v.tolist() for k, v in per_pair.items()},
             "aggregates": {k: aggregate(v, seed) for k, v in per_pair.items()}}
 
@@ -309,35 +305,3 @@ def analyze_interpolation(runs: Sequence[Any], out: str | Path, *, pairs: int = 
                "results": {lab: {k: v for k, v in r.items() if k != "frames"} for lab, r in results.items()},
                "files": {"figure": str(fig)}}
     return write_payload(out, "interpolation", payload)
-
-
-def interpolation_command(
-    run_dirs: list[Path] = run_dirs_argument(),
-    out: Path = out_option("interpolation", "Folder for interpolation.png and .json."),
-    pairs: int = typer.Option(16, "--pairs", help="Pairs of samples to interpolate between (sample 2p and 2p+1 of --seed)."),
-    frames: int = typer.Option(11, "--frames", help="Frames per interpolation, endpoints included (>= 2)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the endpoint samples (the same as 'genproc sample --seed')."),
-    show: int = typer.Option(4, "--show", help="Pairs drawn in the figure per run."),
-    lowpass_sigma: Optional[float] = typer.Option(
-        None, "--lowpass-sigma", help="sigma_B (px) of the shape features' low-pass (default image size/16, >= 1)."),
-    batch_size: int = batch_size_option(),
-    checkpoint: Optional[str] = checkpoint_option(),
-    data_root: Optional[str] = data_root_option(IHDM_DATA_ROOT_HELP),
-    sample_set: list[str] = sample_set_option(),
-) -> None:
-    """Interpolate between samples: IHDM lerps the prior u_K and slerps every step's noise, DDPM slerps x_T and the noise.
-    Measures smoothness per pair (jump ratio, path ratio, in pixels and in a low-pass shape space)."""
-    payload = run_analysis(
-        run_dirs, lambda runs: analyze_interpolation(runs, out, pairs=pairs, frames=frames, seed=seed, show=show,
-                                                     lowpass_sigma=lowpass_sigma, batch_size=batch_size),
-        checkpoint=checkpoint, data_root=data_root, sample_set=sample_set,
-        check=lambda: require_positive("--batch-size", batch_size))
-    for lab, r in payload["results"].items():
-        j, p = r["aggregates"]["jump_ratio"], r["aggregates"]["path_ratio"]
-        js, ps = r["aggregates"]["jump_ratio_shape"], r["aggregates"]["path_ratio_shape"]
-        typer.echo(f"{lab}: jump ratio {j['mean']:.3f} ± {j['sem']:.3f} (shape {js['mean']:.3f}), "
-                   f"path ratio {p['mean']:.3f} ± {p['sem']:.3f} (shape {ps['mean']:.3f}) over {j['n']} pairs")
-    typer.echo(f"wrote {out / 'interpolation.png'} and {out / 'interpolation.json'}")
-
-
-COMMANDS = {"interpolation": interpolation_command}

@@ -18,15 +18,12 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
-from genproc.analysis.common import (batch_size_option, checkpoint_option, data_root_option, new_figure, out_option,
-                                     run_analysis, run_dirs_argument, run_info, sample_set_option, save_figure, unique_labels,
-                                     write_payload)
+from genproc.analysis.common import new_figure, run_info, save_figure, unique_labels, write_payload
 from genproc.errors import GenprocError
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -265,32 +262,3 @@ def analyze_neighbours(runs: Sequence[Any], out: str | Path, *, n: int = 64, k: 
         "files": files,
     }
     return write_payload(out, "neighbours", payload, list_json=True)
-
-
-def neighbours_command(
-    run_dirs: list[Path] = run_dirs_argument("Run directories written by 'genproc train' (any process)."),
-    out: Path = out_option("neighbours", "Folder for the PNGs and neighbours.json."),
-    n: int = typer.Option(64, "--n", help="Generated samples per run."),
-    k: int = typer.Option(3, "--k", help="Nearest training images shown per sample."),
-    n_test: int = typer.Option(1000, "--n-test",
-                               help="Held-out test images (the first N of the test split) for the reference distribution."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    batch_size: int = batch_size_option("Images per sampling pass (does not change the results)."),
-    checkpoint: Optional[str] = checkpoint_option(),
-    data_root: Optional[str] = data_root_option(),
-    sample_set: list[str] = sample_set_option(),
-) -> None:
-    """App. D.4: samples beside their nearest training images, and NN distances of samples vs test images (memorisation check)."""
-    res = run_analysis(
-        run_dirs, lambda runs: analyze_neighbours(runs, out, n=n, k=k, n_test=n_test, seed=seed, batch_size=batch_size,
-                                                  log=lambda m: typer.echo(m, err=True)),
-        checkpoint=checkpoint, data_root=data_root, sample_set=sample_set)
-    for lab, r in res["results"].items():
-        s, t = r["samples"], r["test"]
-        typer.echo(f"{lab}: median NN distance samples {s['median']:.3f} vs test {t['median']:.3f}; "
-                   f"{100 * r['frac_samples_below_test_p01']:.1f}% of samples below the test 1st percentile; "
-                   f"KS {r['ks_statistic']:.3f}; near-copies {r['n_near_copies']}/{s['n']}")
-    typer.echo(f"wrote {', '.join(str(out / f) for f in res['files'].values())}")
-
-
-COMMANDS = {"neighbours": neighbours_command}

@@ -9,7 +9,7 @@ and a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Sampler

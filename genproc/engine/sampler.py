@@ -7,13 +7,15 @@ the batch size, so the same seed gives the same images in any batching.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
 from genproc.engine.media import save_gif, save_grid, save_pngs
 from genproc.processes import ForwardProcess, Net, SampleRNG
 from genproc.progress import counter
@@ -58,6 +60,10 @@ class SampleResult:
     images: torch.Tensor  # (n, C, H, W) float32 in [0, 1]
     trajectory: torch.Tensor | None  # (T, n, C, H, W) float32 in [0, 1], T captured states
     levels: list[int]  # the level of each trajectory frame (prior level first, 0 = final)
+
+    def save(self, out: str | Path, individual: bool = True) -> dict[str, str]:
+        """Write grid.png, sequence.gif, samples.npz (and images/*.png) into the folder ``out``; see :func:`write_samples`."""
+        return write_samples(self, out, individual=individual)
 
 
 def auto_capture_every(num_steps: int, frames: int = 20) -> int:
@@ -121,26 +127,31 @@ def generate(
         init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
         noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
         x = process.prior(init, shape, data).to(device)  # (B, C, H, W)
-        frames, frame_levels = [], []
-        if m > 0:
-            frames.append(process.to_image(x).cpu())
-            frame_levels.append(levels[0])
-
-        def on_step(j: int, k_next: int, state: torch.Tensor) -> None:
-            if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
-                frames.append(process.to_image(state).cpu())
-                frame_levels.append(k_next)
-
-        step_shape = tuple(x.shape[1:])
-        x = run_chain(process, net, x, lambda j: noise.randn(step_shape), device=device, precision=precision,
-                      on_step=on_step)
-        images.append(process.to_image(x).cpu())
+        final, frames, frame_levels = _chain_with_frames(process, net, x, noise, m, device, precision)
+        images.append(final)
         bar.update(len(idx))
         if m > 0:
             trajs.append(torch.stack(frames))
     bar.close()
     traj = torch.cat(trajs, dim=1) if trajs else None
     return SampleResult(torch.cat(images), traj, frame_levels)
+
+
+def _chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise: SampleRNG, m: int,
+                       device: torch.device, precision: str) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+    """One batch's reverse chain from its prior state x; keeps the prior, every m-th state and the last (m > 0).
+    Returns (images (B, C, H, W) in [0, 1] on the CPU, frames as images, the level of each frame)."""
+    levels = process.reverse_levels()
+    frames, frame_levels = ([process.to_image(x).cpu()], [levels[0]]) if m > 0 else ([], [])
+
+    def on_step(j: int, k_next: int, state: torch.Tensor) -> None:
+        if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
+            frames.append(process.to_image(state).cpu())
+            frame_levels.append(k_next)
+
+    step_shape = tuple(x.shape[1:])
+    x = run_chain(process, net, x, lambda j: noise.randn(step_shape), device=device, precision=precision, on_step=on_step)
+    return process.to_image(x).cpu(), frames, frame_levels
 
 
 def write_samples(result: SampleResult, out: str | Path, gif_max: int = 64, individual: bool = True) -> dict[str, str]:

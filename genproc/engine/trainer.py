@@ -25,8 +25,8 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
 from genproc.data import build_dataset
-from genproc.engine.checkpoint import list_checkpoints, load_meta, load_state, load_weights, save_checkpoint
 from genproc.engine.batches import EpochOrder, batch_iterator, local_slice, step_generator
+from genproc.engine.checkpoint import list_checkpoints, load_meta, load_state, load_weights, save_checkpoint
 from genproc.engine.distributed import DistInfo, barrier, init_distributed, mean_across, pick_device, shutdown
 from genproc.engine.media import save_gif, save_grid
 from genproc.engine.sampler import autocast, generate, slow_precision_warning

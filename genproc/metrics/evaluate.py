@@ -43,7 +43,8 @@ def _check_args(n: int, batch_size: int, n_ref: int | None) -> None:
         raise GenprocError(f"--n-ref must be >= 1, got {n_ref}")
 
 
-def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, seed: int, batch_size: int, weights: Any, cache_dir: Any, progress: bool,
+def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, seed: int, batch_size: int,
+                      weights: Any, cache_dir: Any, progress: bool,
                       log: Callable[[str], Any]) -> list[dict[str, Any]]:
     gen = SampleStream(run, n, seed=seed, batch_size=batch_size, progress=progress, log=log)
     refs = ReferenceImages(ref, n_ref)

@@ -138,7 +138,8 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([Down(cur, cfg.resample)]))
                 skips.append(cur)
                 res = (res + 1) // 2
-        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, g), AttnBlock(cur, g), ResBlock(cur, cur, emb_dim, cfg.dropout, g)])
+        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, g), AttnBlock(cur, g),
+                                  ResBlock(cur, cur, emb_dim, cfg.dropout, g)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             res = level_res[level]
