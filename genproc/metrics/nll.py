@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from genproc.engine.media import to_uint8
 from genproc.errors import GenprocError
 from genproc.processes import ELBO, SampleRNG
 from genproc.progress import counter
@@ -41,7 +42,7 @@ def bits_per_dim(nats: float | torch.Tensor, dims: int) -> float | torch.Tensor:
 
 def dequantize(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """x: (B, C, H, W) in [0, 1] (8-bit values v/255), u: same shape in [0, 1) -> (round(255 x) + u) / 256 in [0, 1)."""
-    return (torch.round(x * 255.0).clamp(0, 255) + u) / 256.0
+    return (to_uint8(x).to(u.dtype) + u) / 256.0
 
 
 def elbo_of(run: Any) -> ELBO:
