@@ -74,7 +74,6 @@ class TrainResult:
     step: int
     interrupted: bool
     last_loss: float | None
-    recipe: Recipe  # the recipe the run's checkpoints hold (data root resolved)
 
 
 class _StopFlag:
@@ -325,6 +324,6 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
         elif not interrupted and step == start and info.is_main:
             log(f"nothing to do: {run_dir} is already at step {step} (max_steps {stop_at})")
         t.close()
-        return TrainResult(run_dir, step, interrupted, loss_val, recipe)
+        return TrainResult(run_dir, step, interrupted, loss_val)
     finally:
         shutdown(info)

@@ -79,7 +79,8 @@ class ForwardProcess(abc.ABC):
 
     @abc.abstractmethod
     def training_pair(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network's input and regression target at levels k.
+        """The network's input and regression target at levels k (IHDM Alg. 1: F(t_k) x0 + sigma eps and the residual
+        to F(t_{k-1}) x0; DDPM, Ho et al. Alg. 1: x_t and eps).
 
         x0: (B, C, H, W) data in [0, 1]; k: (B,) int64 in 1..num_levels; eps: (B, C, H, W) ~ N(0, I).
         Returns (input, target), both (B, C, H, W) float32; the input is a draw of :meth:`forward_marginal`.
@@ -91,7 +92,9 @@ class ForwardProcess(abc.ABC):
 
     @abc.abstractmethod
     def forward_marginal(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """A draw of q(x_k | x0) in model units, the state the reverse chain passes through at level k.
+        """A draw of q(x_k | x0) in model units, the state the reverse chain passes through at level k
+        (IHDM Eq. 4: F(t_k) x0 + sigma eps; DDPM, Ho et al. Eq. 4: sqrt(ab_t) (2 x0 - 1) + sqrt(1 - ab_t) eps).
+        Level 0 is the data itself: ``to_data_scale(forward_marginal(x0, 0, 0)) == x0``.
 
         x0: (B, C, H, W) in [0, 1]; k: (B,) int64 in 0..num_levels; eps: (B, C, H, W) ~ N(0, I).
         """
@@ -99,7 +102,8 @@ class ForwardProcess(abc.ABC):
     # -- generation
     @abc.abstractmethod
     def prior(self, rng: SampleRNG, shape: tuple[int, int, int], data: Any = None) -> torch.Tensor:
-        """(B, C, H, W) starting states, row i from ``rng``'s stream i, on ``rng.device``; B = len(rng).
+        """(B, C, H, W) starting states, row i from ``rng``'s stream i, on ``rng.device``; B = len(rng)
+        (IHDM Sec. 3.2: the KDE F(t_K) x_train + delta eps; DDPM: N(0, I)).
 
         shape: (C, H, W). data: the training set (an ImageDataset), given when ``needs_data_for_prior``.
         """
@@ -112,7 +116,8 @@ class ForwardProcess(abc.ABC):
     def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
                      noise: torch.Tensor) -> torch.Tensor:
         """One step of the learned reverse chain from level k to k_next < k (the next entry of
-        :meth:`reverse_levels`, 0 after the last). x, net_out, noise: (B, C, H, W); noise ~ N(0, I).
+        :meth:`reverse_levels`, 0 after the last); IHDM Eq. 8 / Alg. 2: x + f(x, k) + delta eps, DDPM Ho et al.
+        Eq. 11 or DDIM (Song et al. Eq. 12). x, net_out, noise: (B, C, H, W); noise ~ N(0, I).
         Returns the state at k_next (B, C, H, W) float32."""
 
     @property
@@ -130,7 +135,8 @@ class ForwardProcess(abc.ABC):
 
     # -- likelihood (optional capability)
     def elbo(self, train_data: Any, device: torch.device | str) -> ELBO | None:
-        """The process's negative-ELBO terms (:class:`ELBO`), or None when it has no likelihood bound.
+        """The process's negative-ELBO terms (:class:`ELBO`), or None when it has no likelihood bound
+        (IHDM Eq. 7 with App. A.2/A.3; DDPM Ho et al. Eq. 5 with a discretised decoder).
 
         ``train_data``: the training set (for priors built from it); ``device``: where ``terms`` runs.
         """
