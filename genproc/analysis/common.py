@@ -93,17 +93,11 @@ def reverse_chain(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor
 def _chain_batch(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor],
                  capture: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One batch of :func:`reverse_chain`: (final images (B, C, H, W), [every state as images] if ``capture``), on CPU."""
-    from genproc.engine.sampler import run_chain
+    from genproc.engine.sampler import chain_with_frames
 
-    process = run.process
-    frames = [process.to_image(x).cpu()] if capture else []
-
-    def keep(j: int, k_next: int, state: torch.Tensor) -> None:
-        frames.append(process.to_image(state).cpu())
-
-    x = run_chain(process, run.net, x.to(run.device), noise, device=run.device, precision=run.recipe.train.precision,
-                  on_step=keep if capture else None)
-    return process.to_image(x).cpu(), frames
+    final, frames, _ = chain_with_frames(run.process, run.net, x, noise, 1 if capture else 0, device=run.device,
+                                         precision=run.recipe.train.precision)
+    return final, frames
 
 
 def jsonable(obj: Any) -> Any:

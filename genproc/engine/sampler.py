@@ -127,7 +127,8 @@ def generate(
         init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
         noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
         x = process.prior(init, shape, data).to(device)  # (B, C, H, W)
-        final, frames, frame_levels = _chain_with_frames(process, net, x, noise, m, device, precision)
+        final, frames, frame_levels = chain_with_frames(process, net, x, lambda j, rng=noise: rng.randn(tuple(shape)), m,
+                                                        device=device, precision=precision)
         images.append(final)
         bar.update(len(idx))
         if m > 0:
@@ -137,10 +138,12 @@ def generate(
     return SampleResult(torch.cat(images), traj, frame_levels)
 
 
-def _chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise: SampleRNG, m: int,
-                       device: torch.device, precision: str) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
-    """One batch's reverse chain from its prior state x; keeps the prior, every m-th state and the last (m > 0).
-    Returns (images (B, C, H, W) in [0, 1] on the CPU, frames as images, the level of each frame)."""
+def chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], m: int, *,
+                      device: torch.device | str = "cpu",
+                      precision: str = "fp32") -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+    """:func:`run_chain` from the prior state x (B, C, H, W) keeping, for m > 0, the prior, every m-th state and the
+    last as images. Returns (final images (B, C, H, W) in [0, 1], frames (each (B, C, H, W)), the level of each frame),
+    all on the CPU."""
     levels = process.reverse_levels()
     frames, frame_levels = ([process.to_image(x).cpu()], [levels[0]]) if m > 0 else ([], [])
 
@@ -149,8 +152,7 @@ def _chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise
             frames.append(process.to_image(state).cpu())
             frame_levels.append(k_next)
 
-    step_shape = tuple(x.shape[1:])
-    x = run_chain(process, net, x, lambda j: noise.randn(step_shape), device=device, precision=precision, on_step=on_step)
+    x = run_chain(process, net, x.to(device), noise, device=device, precision=precision, on_step=on_step)
     return process.to_image(x).cpu(), frames, frame_levels
 
 
