@@ -31,12 +31,12 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=8)
     args = ap.parse_args()
     r = load_recipe(RECIPES / f"{args.recipe}.yaml")
-    c, s, b = r.data.channels, r.data.image_size, r.train.batch_size
-    net = build_net(r.net, c, s)
+    c, (h, w), b = r.data.channels, r.data.image_hw, r.train.batch_size
+    net = build_net(r.net, c, (h, w))
     num_levels = int(getattr(r.process, "K", None) or r.process.T)
     device = torch.device("cpu")
     g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(b, c, s, s, generator=g)
+    x0 = torch.rand(b, c, h, w, generator=g)
 
     def step() -> None:
         k = torch.randint(1, num_levels + 1, (b,), generator=g)

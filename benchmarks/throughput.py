@@ -29,12 +29,12 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def train_ips(r, precision: str, steps: int, batch: int, device: torch.device) -> float:
-    c, s = r.data.channels, r.data.image_size
+    c, (h, w) = r.data.channels, r.data.image_hw
     proc = build_process(r.process)
-    net = build_net(r.net, c, s).to(device)
+    net = build_net(r.net, c, (h, w)).to(device)
     ema = ModelEmaV3(net, decay=r.train.ema)
     opt = torch.optim.Adam(net.parameters(), lr=r.train.lr)
-    x0 = torch.rand(batch, c, s, s, device=device)
+    x0 = torch.rand(batch, c, h, w, device=device)
     g = torch.Generator().manual_seed(0)
     times = []
     for i in range(steps + 2):
@@ -57,12 +57,12 @@ def train_ips(r, precision: str, steps: int, batch: int, device: torch.device) -
 
 
 def sample_ips(r, precision: str, n: int, device: torch.device) -> float:
-    c, s = r.data.channels, r.data.image_size
+    c, (h, w) = r.data.channels, r.data.image_hw
     proc = build_process(r.process)
-    net = build_net(r.net, c, s).to(device).eval()
-    data = TensorImageDataset(torch.rand(64, c, s, s), name="random", root=None, split="train")
+    net = build_net(r.net, c, (h, w)).to(device).eval()
+    data = TensorImageDataset(torch.rand(64, c, h, w), name="random", root=None, split="train")
     t0 = time.perf_counter()
-    generate(proc, net, n, shape=(c, s, s), data=data, batch_size=n, capture_every=-1, device=device, precision=precision)
+    generate(proc, net, n, shape=(c, h, w), data=data, batch_size=n, capture_every=-1, device=device, precision=precision)
     return n / (time.perf_counter() - t0)
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     for name in args.recipes:
         r = load_recipe(RECIPES / f"{name}.yaml")
         batch = args.batch or r.train.batch_size
-        params = count_parameters(build_net(r.net, r.data.channels, r.data.image_size))
+        params = count_parameters(build_net(r.net, r.data.channels, r.data.image_hw))
         base_t = base_s = None
         for p in precs:
             ti = train_ips(r, p, args.steps, batch, device)

@@ -40,7 +40,7 @@ def train(
         if dry_run:
             from genproc.nets import build_net, count_parameters
 
-            net = build_net(r.net, r.data.channels, r.data.image_size)
+            net = build_net(r.net, r.data.channels, r.data.image_hw)
             typer.echo(recipe_to_yaml(r).rstrip())
             typer.echo(f"# parameters: {count_parameters(net):,}")
             return

@@ -82,7 +82,8 @@ def spectra_command(
     out: Path = out_option("spectra", "Output folder for spectra.png and spectra.json."),
     dataset: str | None = typer.Option(None, "--dataset", help="Without run dirs: the data set (e.g. mnist, digits) whose "
                                                                   "PSD and forward-process PSDs are analysed."),
-    image_size: int = typer.Option(28, "--image-size", help="With --dataset: image size in pixels."),
+    image_size: str = typer.Option("28", "--image-size", help="With --dataset: image size in pixels, H (square) or H,W "
+                                                               "(e.g. 24,40: 24 rows, 40 columns)."),
     channels: int = typer.Option(1, "--channels", help="With --dataset: 1 (grayscale) or 3 (RGB)."),
     n: int = typer.Option(64, "--n", help="Data images (PSD, forward process) and generated samples (generative PSDs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the forward-process noise and of the samples."),
@@ -118,13 +119,25 @@ def _no_dataset(dataset: str | None) -> None:
         raise GenprocError("give either run directories or --dataset, not both (with runs the data is the runs' own)")
 
 
-def _data_spectra(dataset: str | None, out: Path, image_size: int, channels: int, n: int, seed: int, levels: int,
+def parse_image_size(text: str) -> int | tuple[int, int]:
+    """``--image-size``: "28" -> 28 (square), "24,40" (or "24x40") -> (24, 40) = (H, W)."""
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise GenprocError(f"--image-size: expected H or H,W in pixels (e.g. 28 or 24,40), got {text!r}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _data_spectra(dataset: str | None, out: Path, image_size: str, channels: int, n: int, seed: int, levels: int,
                   data_split: str, data_root: str | None) -> None:
     """``genproc analyze spectra --dataset NAME`` without runs."""
     with user_errors():
         if dataset is None:
             raise GenprocError("give run directories (written by 'genproc train') or --dataset NAME (e.g. --dataset mnist)")
-        res = sp.analyze_data_spectra(dataset, out, image_size=image_size, channels=channels, n=n, seed=seed,
+        res = sp.analyze_data_spectra(dataset, out, image_size=parse_image_size(image_size), channels=channels, n=n, seed=seed,
                                       levels=levels, data_split=data_split, data_root=data_root)
     typer.echo(f"data PSD ~ 1/f^{res['data']['alpha']:.2f} ({res['data']['n']} {data_split} images of {dataset})")
     for lab, c in res["claim"].items():

@@ -24,11 +24,14 @@ def fail(e: BaseException) -> NoReturn:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """``with user_errors(): ...``: a :class:`GenprocError` inside ends the command through :func:`fail`."""
+    """``with user_errors(): ...``: a :class:`GenprocError` inside ends the command through :func:`fail`; so does an
+    OSError from the file system (disk full, no permission, ...), as one line naming the path and the cause."""
     try:
         yield
     except GenprocError as e:
         fail(e)
+    except OSError as e:
+        fail(GenprocError(f"cannot access {e.filename or 'a file'}: {e.strerror or e}"))
 
 
 def sampling_option() -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from genproc import GenprocError, __version__
+from genproc.metrics.evaluate import kid_spread
 from genproc.processes import canonical_name, name_of
 from genproc.run import LoadedRun, load, with_sampling_where_known
 
@@ -40,8 +41,9 @@ def canonical_names(names: Sequence[str]) -> list[str]:
 
 def _check_same(names: list[str], items: list[tuple[Path, Any]], dataset: str | None, what: str) -> None:
     """Each (where, recipe) holds the named process, and all use one data set (``dataset``, if given)."""
-    keys = [(r.data.name, r.data.image_size, r.data.channels, r.data.max_images) for _, r in items]
-    desc = lambda k: f"{k[0]} {k[1]}px {k[2]}ch" + (f" (first {k[3]} images)" if k[3] else "")  # noqa: E731
+    keys = [(r.data.name, r.data.image_hw, r.data.channels, r.data.max_images) for _, r in items]  # 28 == [28, 28]
+    size = lambda hw: f"{hw[0]}px" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}px"  # noqa: E731
+    desc = lambda k: f"{k[0]} {size(k[1])} {k[2]}ch" + (f" (first {k[3]} images)" if k[3] else "")  # noqa: E731
     for name, (where, r), key in zip(names, items, keys):
         if (got := name_of(r.process)) != name:
             raise GenprocError(f"{what}: {where} has process '{got}' but was given as '{name}'; "
@@ -85,7 +87,7 @@ def measure_metrics(e: Entry) -> dict[str, Any]:
     row: dict[str, Any] = {r["metric"]: r["value"] for r in e.records}
     for r in e.records:
         if r["metric"] == "kid":
-            row["kid_std"] = r["std"]
+            row.update(kid_std=r["std"], kid_one_subset=r.get("kid_one_subset", False))
         if r["metric"] == "nll":
             row.update(nll_std_error=r["std_error_bits_per_dim"], nll_convention=r["convention"])
     return row
@@ -123,7 +125,7 @@ _num = lambda key, fmt: lambda row: "–" if row.get(key) is None else format(ro
 MEASURES: list[Callable[[Entry], dict[str, Any]]] = [measure_metrics, measure_run, measure_interpolation, measure_gradients]
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("process", lambda r: r.get("label", r["process"])), ("FID", _num("fid", ".2f")),
-    ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"),
+    ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f}" + kid_spread(r.get("kid_std"), r.get("kid_one_subset"))),
     ("NLL bits/dim", lambda r: "–" if r.get("nll") is None else f"{r['nll']:.3f} ({r['nll_convention']})"),
     ("train img/s", _num("train_img_s", ".1f")), ("sample img/s", _num("sample_img_s", ".2f")),
     ("sampling steps", _num("sampling_steps", "d")), ("params", _num("params", ",")),

@@ -46,11 +46,24 @@ class DataConfig:
 
     name: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | folder
     root: str | None = None  # folder holding the data set; else --data-root or $GENPROC_DATA
-    image_size: int = 16  # square output size H = W (resize + centre crop where needed)
+    image_size: int | tuple[int, int] = 16  # output size: H = W (an int) or [H, W] (see ``image_hw``)
+    resize: str = "crop"  # folder images: crop (cover H x W, centre-crop) | pad (fit inside, pad) | stretch
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
     hflip: bool = False  # random horizontal flips during training
     max_images: int | None = None  # use only the first N training images (tiny runs, tests)
     num_workers: int = 0  # DataLoader workers for file-backed data sets
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) of every image: ``image_size`` if it is a pair, else (image_size, image_size)."""
+        s = self.image_size
+        return (int(s[0]), int(s[1])) if isinstance(s, (tuple, list)) else (int(s), int(s))
+
+    def validate(self) -> None:
+        if min(self.image_hw) < 1:
+            raise GenprocError(f"recipe field 'data.image_size': expected a positive integer or [H, W], got {self.image_size}")
+        if self.resize not in ("crop", "pad", "stretch"):
+            raise GenprocError(f"recipe field 'data.resize': expected crop|pad|stretch, got {self.resize!r}")
 
 
 @dataclass
@@ -75,13 +88,15 @@ class TrainConfig:
     eval_metrics: str = "fid"  # comma-separated, as 'genproc evaluate --metrics' (fid needs $GENPROC_INCEPTION_WEIGHTS offline)
     eval_n: int = 2000  # samples (fid/kid/prc) or test images (nll) per in-training evaluation
     eval_split: str = "test"  # reference split of the in-training evaluation
+    max_nonfinite_steps: int = 20  # this many consecutive skipped (non-finite loss or gradient) steps stop the run
 
     def validate(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise GenprocError(f"recipe field 'train.precision': expected fp32|bf16|fp16, got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise GenprocError(f"recipe field 'train.device': expected auto|cpu|cuda|cuda:N, got {self.device!r}")
-        for name in ("batch_size", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_n"):
+        for name in ("batch_size", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_n",
+                     "max_nonfinite_steps"):
             if getattr(self, name) < (0 if name in ("max_steps", "eval_every") else 1):
                 raise GenprocError(f"recipe field 'train.{name}': expected a positive integer, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.ema < 1 or self.grad_clip <= 0:

@@ -60,7 +60,7 @@ class LoadedRun:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the model's images."""
         d = self.recipe.data
-        return (d.channels, d.image_size, d.image_size)
+        return (d.channels, *d.image_hw)
 
     def prior_data(self) -> Any:
         """The training set when the process's prior draws from it, else None."""
@@ -129,7 +129,7 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
     meta = ckpt.load_meta(path)
     recipe = recipe_from_dict(meta["recipe"])
     dev = pick_device(device, DistInfo())
-    net = build_net(recipe.net, recipe.data.channels, recipe.data.image_size)
+    net = build_net(recipe.net, recipe.data.channels, recipe.data.image_hw)
     try:
         net.load_state_dict(ckpt.load_weights(path, weights))
     except RuntimeError as e:

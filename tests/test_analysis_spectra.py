@@ -70,8 +70,8 @@ def test_radial_bins_partition_the_dct():
     bins, freqs, counts = radial_bins(8, 8)
     assert bins.shape == (8, 8) and bins[0, 0] == 0 and counts[0] == 1 and counts.sum() == 64
     assert bins[0, 1] == bins[1, 0] == bins[1, 1] == 1 and bins[7, 7] == len(freqs) - 1
-    bins, freqs, counts = radial_bins(8, 16)  # non-square: v scaled by H / W
-    assert counts.sum() == 128 and bins[0, 2] == bins[1, 0] == 1
+    bins, freqs, counts = radial_bins(8, 16)  # non-square: v scaled by H / W; DC alone, (0, 1) at r = 0.5 next
+    assert counts.sum() == 128 and counts[0] == 1 and bins[0, 1] == 1 and bins[0, 2] == bins[1, 0] == 2
 
 
 @pytest.mark.parametrize("alpha", [1.0, 2.0, 3.0])

@@ -59,19 +59,16 @@ def test_interrupted_checkpoint_write_leaves_previous_loadable(tmp_path, tiny_di
     r = recipe_from_dict(tiny_dict)
     train(r, tmp_path, max_steps=2, progress=False, log=lambda *_: None)
 
-    def boom(*a, **k):
-        raise OSError("disk full (simulated crash mid-write)")
-
-    monkeypatch.setattr(ckpt.torch, "save", boom)  # dies after the weights, before state.pt and meta.json
-    with pytest.raises(OSError):
-        train(r, tmp_path, max_steps=4, progress=False, log=lambda *_: None)
-    monkeypatch.undo()
-    assert any(p.name.startswith(".tmp-step_") for p in (tmp_path / "checkpoints").iterdir())
+    # a process killed mid-write leaves a partial temporary folder behind (SIGKILL runs no cleanup)
+    stray = tmp_path / "checkpoints" / ".tmp-step_00000004-999999"
+    stray.mkdir()
+    (stray / "model.safetensors").write_bytes(b"partial")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002"]  # never counted as a checkpoint
     latest = ckpt.resolve_checkpoint(tmp_path)
     assert latest.name == "step_00000002"
     ckpt.load_weights(latest, "ema")
     res = train(r, tmp_path, max_steps=4, progress=False, log=lambda *_: None)  # resumes from step 2
-    assert res.step == 4
+    assert res.step == 4 and not stray.exists()  # the next save sweeps it away
 
 
 def test_epoch_order_covers_data_and_is_deterministic():

@@ -28,10 +28,12 @@ def test_recipe_net_builds_and_runs_on_tiny_input(path):
     assert proc.num_levels >= 1
     # same architecture family, shrunk in width so that the 150M-parameter recipes stay cheap:
     r.net.channels = 8
-    size = min(r.data.image_size, 64)
-    r.net.attn_resolutions = tuple(a * size // r.data.image_size for a in r.net.attn_resolutions)
-    net = build_net(r.net, r.data.channels, size)
-    x = torch.rand(2, r.data.channels, size, size)
+    short = min(r.data.image_hw)  # attn_resolutions count the shorter side of a feature map
+    size = min(short, 64)
+    r.net.attn_resolutions = tuple(a * size // short for a in r.net.attn_resolutions)
+    hw = tuple(s * size // short for s in r.data.image_hw)  # (size, size) for square recipes
+    net = build_net(r.net, r.data.channels, hw)
+    x = torch.rand(2, r.data.channels, *hw)
     out = net(x, torch.tensor([1, proc.num_levels]))
     assert out.shape == x.shape
 

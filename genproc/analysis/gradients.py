@@ -181,7 +181,7 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
     """Input gradients, locality radii and circular symmetry of ``run`` at each fraction of its chain, on its first
     ``n`` training images.
 
-    Returns {"num_levels", "image_size", "pixels": [P], "fractions": [F], "levels": [F], "masses": [M],
+    Returns {"num_levels", "image_size" (H = W, or [H, W] when H != W), "pixels": [P], "fractions": [F], "levels": [F], "masses": [M],
     "measures": {"r50": (F, P, N) pixels, "r90": (F, P, N) pixels (one per mass, :func:`mass_key`), "symmetry": (F, P, N)
     in [0, 1]}, "means": {name: mean over fractions, pixels and images (NaN ignored; None if all NaN)}}; with
     ``keep_maps`` also "maps": (F, P, C, H, W) the first image's gradient maps and "states": (F, C, H, W) its states as
@@ -219,7 +219,7 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
                 maps.append(g[:, 0])
                 states.append(run.process.to_image(state[:1]).cpu()[0])
     means = {key: float(np.nanmean(v)) if np.isfinite(v).any() else None for key, v in measures.items()}
-    out = {"num_levels": int(run.process.num_levels), "image_size": int(h), "pixels": pixels,
+    out = {"num_levels": int(run.process.num_levels), "image_size": int(h) if h == w else [int(h), int(w)], "pixels": pixels,
            "fractions": [float(f) for f in fractions], "levels": levels, "masses": masses, "measures": measures, "means": means}
     if keep_maps:
         out.update(maps=torch.stack(maps).numpy(), states=torch.stack(states).numpy())

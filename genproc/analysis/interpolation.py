@@ -35,7 +35,7 @@ Smoothness, per pair, from the frames f_0 .. f_{F-1} (images in [0, 1]) at evenl
   "features not present in either endpoint" of the paper's DDPM interpolations).
 
 Both are also computed in a **shape** feature space that needs no downloaded network: each image is
-low-passed by the heat equation at a fixed sigma_B (default image_size / 16, at least 1 px; the operator of
+low-passed by the heat equation at a fixed sigma_B (default min(H, W) / 16, at least 1 px; the operator of
 :func:`genproc.processes.dct.heat_forward`, i.e. a Gaussian weighting of the DCT coefficients) and its
 per-channel mean is removed. The low-pass makes distances tolerant of small edge shifts (in pixel space a
 one-pixel translation of a sharp stroke costs as much as a new stroke), and removing the mean (the DC
@@ -173,9 +173,10 @@ def path_ratio(frames: torch.Tensor) -> torch.Tensor:
     return torch.where(chord > 1e-9, length / chord.clamp_min(1e-300), torch.full_like(chord, float("nan")))
 
 
-def default_lowpass_sigma(image_size: int) -> float:
-    """sigma_B (pixels) of the shape features: image_size / 16, at least 1."""
-    return max(1.0, image_size / 16)
+def default_lowpass_sigma(image_size: int | Sequence[int]) -> float:
+    """sigma_B (pixels) of the shape features: the shorter side / 16, at least 1 (``image_size``: H = W or (H, W))."""
+    side = min(image_size) if isinstance(image_size, Sequence) else image_size
+    return max(1.0, side / 16)
 
 
 def shape_features(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -193,7 +194,7 @@ def smoothness(frames: torch.Tensor, lowpass_sigma: float | None = None) -> dict
     names in :data:`MEASURES`; ``lowpass_sigma`` defaults to :func:`default_lowpass_sigma`."""
     if frames.ndim != 5 or frames.shape[1] < 2:
         raise GenprocError(f"frames must be (pairs, frames >= 2, C, H, W), got {tuple(frames.shape)}")
-    sigma = default_lowpass_sigma(frames.shape[-1]) if lowpass_sigma is None else lowpass_sigma
+    sigma = default_lowpass_sigma(tuple(frames.shape[-2:])) if lowpass_sigma is None else lowpass_sigma
     feats = shape_features(frames, sigma)
     return {"jump_ratio": jump_ratio(step_distances(frames)).numpy(), "path_ratio": path_ratio(frames).numpy(),
             "jump_ratio_shape": jump_ratio(step_distances(feats)).numpy(), "path_ratio_shape": path_ratio(feats).numpy()}
@@ -221,7 +222,7 @@ def compute_interpolation(run: Any, pairs: int = 16, frames: int = 11, seed: int
     [[2p, 2p + 1], ...], "prior_interpolation": 'linear' | 'slerp', "noise_interpolation": 'slerp', "noise_used",
     "lowpass_sigma", "per_pair": {measure: (pairs,) list}, "aggregates": {measure: aggregate dict}}.
     """
-    sigma = default_lowpass_sigma(run.recipe.data.image_size) if lowpass_sigma is None else float(lowpass_sigma)
+    sigma = default_lowpass_sigma(run.recipe.data.image_hw) if lowpass_sigma is None else float(lowpass_sigma)
     if not sigma > 0:
         raise GenprocError(f"lowpass_sigma must be > 0 (pixels), got {sigma}")
     imgs = interpolate(run, pairs, frames, seed, batch_size)

@@ -13,11 +13,15 @@ Conventions (also written into ``spectra.json`` under ``"units"``):
 - **Data scale**: every state is measured in the data's [0, 1] units through the process's ``to_data_scale``
   (IHDM states already are; a DDPM state x in [-1, 1] units is measured as (x + 1) / 2, so its white-noise floor is
   (1 - alpha_bar) / 4). States are *not* clamped (``to_image`` would clamp and cut DDPM's noise floor).
-- **Frequency**: coefficient (u, v) of an H x W image has radius r = sqrt(u^2 + (v H / W)^2) in DCT-index units
-  (sqrt(u^2 + v^2) for square images); bin b holds the coefficients with b <= r < b + 1 (bin 0 is the DC term
-  alone). The frequency of a bin is the mean r of its coefficients divided by 2H, in **cycles per pixel**
-  (DCT index u is a cosine of u / (2H) cycles per pixel; Nyquist is 0.5). Bins with r > H - 1 are the partial
-  annuli of the DCT's corner.
+- **Frequency**, in **cycles per pixel** on each axis: DCT-II index u (rows) is a cosine of f_y = u / (2H) cycles
+  per pixel down the image and index v (columns) one of f_x = v / (2W) across it (Nyquist 0.5 on both axes), so
+  coefficient (u, v) of an H x W image has the radial frequency f = sqrt(f_y^2 + f_x^2). The annuli have width
+  1 / (2S) cycles/pixel, S = min(H, W) (the coarser of the two axes' frequency steps, so no annulus below the
+  shorter axis's Nyquist is empty): in index units of the shorter side, r = 2 S f = sqrt((u S / H)^2 + (v S / W)^2)
+  (sqrt(u^2 + v^2) for square images, sqrt(u^2 + (v H / W)^2) for H <= W). The first bin is the DC term alone;
+  every other bin b holds the non-DC coefficients with b <= r < b + 1 (b = 0 only for H != W: the longer axis's
+  frequencies below 1 / (2S)). The frequency of a bin is the mean f of its coefficients. Annuli beyond r = S - 1,
+  i.e. f > (S - 1) / (2S), are partial (the DCT's corner).
 - **Levels**: the forward PSDs are taken at ``levels`` levels k_j = round(j K / levels), j = 1..levels (K = the
   process's ``num_levels``: IHDM's K, DDPM's T), i.e. at the same relative positions k / K in both chains.
   The generative PSDs are taken every ``max(1, S // levels)`` reverse steps (S = number of sampling steps).
@@ -51,7 +55,8 @@ FIT_FMAX = 0.5  # cycles/pixel: the power-law fit of the data PSD uses 0 < f <= 
 UNITS = {
     "psd": "mean squared orthonormal-DCT-II coefficient per equal-frequency annulus (pixel-value^2; [0, 1] image units); "
            "white noise of variance s^2 has PSD s^2",
-    "freqs": "cycles per pixel: mean DCT radius sqrt(u^2 + v^2) of the annulus / (2 H); Nyquist = 0.5; first bin = DC",
+    "freqs": "cycles per pixel: mean over the annulus of f = sqrt((u / 2H)^2 + (v / 2W)^2) (DCT-II index u of H rows, "
+             "v of W columns); annuli 1 / (2 min(H, W)) wide; Nyquist = 0.5 per axis; first bin = DC",
     "states": "in data units via the process's to_data_scale (IHDM states as they are; DDPM states x as (x + 1) / 2); "
               "not clamped",
     "levels": "forward: k = round(j K / levels), j = 1..levels, K = the process's number of levels (IHDM K, DDPM T); "
@@ -66,20 +71,23 @@ UNITS = {
 
 @lru_cache(maxsize=16)
 def radial_bins(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The equal-frequency annuli of an H x W DCT.
+    """The equal-frequency annuli of an H x W DCT (module docstring, "Frequency").
 
-    Returns ``(bin_index, freqs, counts)``: bin_index (H, W) int64, the annulus of each coefficient (0 = DC);
-    freqs (B,) float64 in cycles/pixel (mean radius of the annulus / 2H); counts (B,) int64 coefficients per annulus.
-    Empty annuli (none for square images) are dropped and the indices renumbered.
+    Returns ``(bin_index, freqs, counts)``: bin_index (H, W) int64, the annulus of each coefficient (0 = the DC term
+    alone), annuli 1 / (2 min(H, W)) cycles/pixel wide; freqs (B,) float64, the mean over the annulus of the radial frequency
+    f = sqrt((u / 2H)^2 + (v / 2W)^2) in cycles/pixel; counts (B,) int64 coefficients per annulus. Empty annuli
+    (none for square images) are dropped and the indices renumbered.
     """
-    u = np.arange(h, dtype=np.float64)[:, None]
-    v = np.arange(w, dtype=np.float64)[None, :] * (h / w)
-    r = np.sqrt(u**2 + v**2)
+    s = min(h, w)
+    u = np.arange(h, dtype=np.float64)[:, None] * (s / h)  # index units of the shorter side: r = 2 S f
+    v = np.arange(w, dtype=np.float64)[None, :] * (s / w)
+    r = np.sqrt(u**2 + v**2)  # (H, W)
     raw = np.floor(r + 1e-9).astype(np.int64)
+    raw[0, 0] = -1  # DC alone (for H != W, coefficients with 0 < r < 1 form their own annulus)
     used, bin_index = np.unique(raw, return_inverse=True)
     bin_index = bin_index.reshape(h, w)
     counts = np.bincount(bin_index.ravel(), minlength=len(used))
-    freqs = np.bincount(bin_index.ravel(), weights=r.ravel(), minlength=len(used)) / counts / (2 * h)
+    freqs = np.bincount(bin_index.ravel(), weights=r.ravel(), minlength=len(used)) / counts / (2 * s)
     for a in (bin_index, freqs, counts):
         a.setflags(write=False)
     return bin_index, freqs, counts
@@ -379,12 +387,12 @@ def analyze_spectra(runs: Sequence[Any], out: str | Path, *, n: int = 64, seed: 
     return write_payload(out, "spectra", payload)
 
 
-def analyze_data_spectra(dataset: str, out: str | Path, *, image_size: int = 28, channels: int = 1, n: int = 64,
+def analyze_data_spectra(dataset: str, out: str | Path, *, image_size: int | tuple[int, int] = 28, channels: int = 1, n: int = 64,
                          seed: int = 0, levels: int = 8, data_split: str = "train", data_root: str | None = None,
                          processes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The data set's PSD and the forward PSDs of ``processes`` (label -> process; default: every registered one from
     its default config, :func:`default_processes`), with no trained model. ``n`` images of ``data_split`` at
-    ``image_size`` px and ``channels``. Writes ``out/spectra.png`` (a forward panel per process) and
+    ``image_size`` px (H = W, or (H, W)) and ``channels``. Writes ``out/spectra.png`` (a forward panel per process) and
     ``out/spectra.json`` ({settings, units, processes: {label: {label, num_levels, config}}, skipped, data, forward,
     claim: {label: {expected, forward_halfway}}, files}); returns the JSON payload."""
     skipped: dict[str, str] = {}

@@ -1,7 +1,10 @@
 """Image data sets: ``build_dataset(cfg)`` returns an :class:`ImageDataset`.
 
 Every data set yields ``(C, H, W)`` float32 images in ``[0, 1]`` with exactly
-``cfg.channels`` channels (1 or 3) and ``H = W = cfg.image_size``.
+``cfg.channels`` channels (1 or 3) and ``(H, W) = cfg.image_hw`` (``image_size``: an int for
+H = W, or ``[H, W]``). A source image of another aspect ratio is resized by ``cfg.resize``:
+``crop`` (default: scale to cover H x W, keep the centre), ``pad`` (fit inside, centre on black)
+or ``stretch`` (see :func:`genproc.data.convert.resize_to`; folders: :mod:`genproc.data.folder`).
 
 Known names: ``digits`` (scikit-learn 8x8, no files), ``mnist`` and
 ``fashion_mnist`` (IDX files), ``cifar10`` (torchvision pickle layout) and
@@ -41,8 +44,7 @@ def _check(cfg: DataConfig, split: str) -> None:
         raise GenprocError(f"unknown data split '{split}' (expected one of: {', '.join(SPLITS)})")
     if cfg.channels not in (1, 3):
         raise GenprocError(f"recipe field 'data.channels': expected 1 or 3, got {cfg.channels}")
-    if cfg.image_size < 1:
-        raise GenprocError(f"recipe field 'data.image_size': expected a positive integer, got {cfg.image_size}")
+    cfg.validate()  # data.image_size (a positive int or [H, W]) and data.resize
     if cfg.max_images is not None and cfg.max_images < 1:
         raise GenprocError(f"recipe field 'data.max_images': expected a positive integer or null, got {cfg.max_images}")
 
@@ -56,4 +58,6 @@ def build_dataset(cfg: DataConfig, split: str = "train", data_root: str | None =
     """
     _check(cfg, split)
     root = resolve_root(cfg, data_root)
-    return DATASETS[cfg.name](cfg, split, root)
+    data = DATASETS[cfg.name](cfg, split, root)
+    data.resize = cfg.resize
+    return data

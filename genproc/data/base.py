@@ -2,7 +2,7 @@
 
 An :class:`ImageDataset` yields single images as ``(C, H, W)`` float32 tensors
 in ``[0, 1]`` and batches as ``(B, C, H, W)`` float32 tensors in ``[0, 1]``.
-Every image of a data set has the same ``channels`` and ``image_size``.
+Every image of a data set has the same ``channels`` and ``image_hw`` = (H, W); H != W is allowed.
 """
 
 from __future__ import annotations
@@ -20,19 +20,26 @@ class ImageDataset(Dataset):
         root: the folder actually read (absolute path), ``None`` for built-in data.
         split: ``"train"`` or ``"test"``.
         channels: C of every image (1 or 3).
-        image_size: H = W of every image.
+        image_size: H = W of every image (an int), or (H, W) when H != W, as ``data.image_size``.
+        image_hw: (H, W) of every image.
+        resize: the rule (``data.resize``: crop | pad | stretch) that fitted source images of another aspect
+            ratio to (H, W); set by :func:`genproc.data.build_dataset`.
         in_memory: True when all images live in one tensor (``get_batch`` is a
             single indexing op and DataLoader workers are not needed).
     """
 
     in_memory: bool = False
+    resize: str = "crop"
 
-    def __init__(self, name: str, root: str | None, split: str, channels: int, image_size: int) -> None:
+    def __init__(self, name: str, root: str | None, split: str, channels: int,
+                 image_size: int | tuple[int, int]) -> None:
         self.name = name
         self.root = root
         self.split = split
         self.channels = channels
-        self.image_size = image_size
+        hw = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+        h, w = self.image_hw = (int(hw[0]), int(hw[1]))
+        self.image_size = h if h == w else (h, w)  # an int for square images, as before
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -52,7 +59,7 @@ class ImageDataset(Dataset):
         where = f", root={self.root!r}" if self.root else ""
         return (
             f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-            f"shape=({self.channels}, {self.image_size}, {self.image_size}), in_memory={self.in_memory}{where})"
+            f"shape=({self.channels}, {self.image_hw[0]}, {self.image_hw[1]}), in_memory={self.in_memory}{where})"
         )
 
 
@@ -68,7 +75,7 @@ class TensorImageDataset(ImageDataset):
     def __init__(self, images: Tensor, name: str, root: str | None, split: str) -> None:
         if images.ndim != 4 or images.dtype not in (torch.uint8, torch.float32):
             raise ValueError(f"expected (N, C, H, W) uint8 or float32, got {tuple(images.shape)} {images.dtype}")
-        super().__init__(name, root, split, channels=images.shape[1], image_size=images.shape[2])
+        super().__init__(name, root, split, channels=images.shape[1], image_size=tuple(images.shape[2:]))
         self.images = images.contiguous()
 
     def __len__(self) -> int:

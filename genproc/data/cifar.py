@@ -75,7 +75,8 @@ def read_cifar_batch(path: Path) -> np.ndarray:
 
 
 def load_cifar10(cfg: DataConfig, split: str, root: str) -> TensorImageDataset:
-    """CIFAR-10 in memory: uint8 ``(N, cfg.channels, cfg.image_size, cfg.image_size)``; downloads if absent."""
+    """CIFAR-10 in memory: uint8 ``(N, cfg.channels, H, W)``, (H, W) = ``cfg.image_hw`` (resized by ``cfg.resize``,
+    :func:`genproc.data.convert.resize_to`); downloads if absent."""
     folder = _batches_dir(Path(root)) or _download(Path(root))
     limit = cfg.max_images if split == "train" else None
     parts: list[np.ndarray] = []
@@ -87,5 +88,5 @@ def load_cifar10(cfg: DataConfig, split: str, root: str) -> TensorImageDataset:
         if limit is not None and sum(len(p) for p in parts) >= limit:
             break
     images = torch.from_numpy(np.concatenate(parts)[:limit])
-    images = convert_uint8(images, cfg.channels, cfg.image_size)
+    images = convert_uint8(images, cfg.channels, cfg.image_hw, cfg.resize)
     return TensorImageDataset(images, name=cfg.name, root=root, split=split)

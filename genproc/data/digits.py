@@ -1,7 +1,9 @@
 """scikit-learn's 8x8 handwritten digits (1797 images, bundled with the library, no download).
 
-Pixel values 0..16 are scaled to [0, 1] and upsampled to ``image_size`` with
-bilinear interpolation (align_corners=False), clamped to [0, 1]. The split is
+Pixel values 0..16 are scaled to [0, 1] and upsampled to ``image_size`` (H x W) with
+bilinear interpolation (align_corners=False), clamped to [0, 1]; for H != W the square
+digits are resized by ``data.resize`` (:func:`genproc.data.convert.resize_to`: crop = cover
+H x W and centre-crop, the default). The split is
 fixed: the first 1500 images are ``train``, the last 297 are ``test``.
 
 The pixels are read from the CSV file scikit-learn bundles (what ``load_digits()``
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from genproc.data.base import TensorImageDataset
-from genproc.data.convert import resize_square, to_channels
+from genproc.data.convert import resize_to, to_channels
 from genproc.recipe import DataConfig
 
 N_TEST = 297
@@ -42,7 +44,7 @@ def digits_pixels() -> np.ndarray:
 
 
 def load_digits_dataset(cfg: DataConfig, split: str, root: str | None = None) -> TensorImageDataset:
-    """Digits in memory as float32 ``(N, cfg.channels, cfg.image_size, cfg.image_size)`` in ``[0, 1]``."""
+    """Digits in memory as float32 ``(N, cfg.channels, H, W)`` in ``[0, 1]``, (H, W) = ``cfg.image_hw``."""
     images = torch.from_numpy(digits_pixels()).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8)
     n_train = images.shape[0] - N_TEST
     if split == "train":
@@ -51,5 +53,5 @@ def load_digits_dataset(cfg: DataConfig, split: str, root: str | None = None) ->
             images = images[: cfg.max_images]
     else:
         images = images[n_train:]
-    images = to_channels(resize_square(images, cfg.image_size), cfg.channels).contiguous()
+    images = to_channels(resize_to(images, cfg.image_hw, cfg.resize), cfg.channels).contiguous()
     return TensorImageDataset(images, name=cfg.name, root=None, split=split)

@@ -1,14 +1,32 @@
-"""A folder of PNG / JPEG images (searched recursively), e.g. FFHQ, AFHQ or LSUN exports.
+"""A folder of image files (searched recursively), e.g. FFHQ, AFHQ or LSUN exports.
 
-Each image is converted to ``L`` (channels=1, ITU-R 601 luma) or ``RGB``
-(channels=3), its shorter side resized to ``image_size`` (bicubic, antialiased)
-and centre-cropped to a square. Splits: ``train`` reads ``<root>/train`` if it
-exists, else all of ``<root>`` except ``<root>/test``; ``test`` reads ``<root>/test``.
-Hidden files (names starting with ``.``) are skipped.
+Files ending in ``.png .jpg .jpeg .bmp .webp .tif .tiff`` (any letter case) are
+read; hidden files (names starting with ``.``) are skipped. Each file is decoded
+faithfully to float32 in ``[0, 1]`` by :func:`genproc.data.decode.read_image`
+(every Pillow mode scaled by its real range, 16-bit gray included; EXIF orientation
+applied; alpha composited over black; files it cannot decode faithfully are an
+error naming the file and mode). Then, in float:
 
-Small sets (at most ``CACHE_MAX_IMAGES`` images and ``image_size <= CACHE_MAX_SIZE``)
-are decoded once into memory, which also checks every file up front; larger sets
-are read lazily. Either way an unreadable file raises GenprocError naming it.
+- channels: gray -> RGB repeats the plane; RGB -> gray is the ITU-R 601-2 luma
+  0.299 R + 0.587 G + 0.114 B (:func:`genproc.data.convert.to_channels`);
+- size: to (H, W) = ``data.image_size`` by ``data.resize`` (:func:`fit`: bicubic,
+  antialiased when shrinking, on float planes, clamped to ``[0, 1]``): ``crop``
+  (default) scales by max(H / h, W / w) so the image covers H x W and keeps the
+  centre; ``pad`` scales by min(H / h, W / w) and centres it on black (0, the alpha
+  background); ``stretch`` ignores the aspect ratio. Same rules as the in-memory
+  data sets (:func:`genproc.data.convert.resize_to`), with Pillow's exact source box.
+
+Files of at most 8 bits per sample give values rounded to the nearest k / 255
+after resizing (the file's own precision; stored as uint8); deeper files (16-bit
+gray, float) keep float32 precision.
+
+Splits: ``train`` reads ``<root>/train`` if it exists, else all of ``<root>`` except
+``<root>/test``; ``test`` reads ``<root>/test``.
+
+Small sets (at most ``CACHE_MAX_IMAGES`` images and H, W <= ``CACHE_MAX_SIZE``)
+are decoded once into memory (uint8, or float32 when any file is deeper than 8
+bits), which also checks every file up front; larger sets are read lazily, with
+the same values. Either way an unreadable file raises GenprocError naming it.
 """
 
 from __future__ import annotations
@@ -24,10 +42,12 @@ from PIL import Image
 from torch import Tensor
 
 from genproc.data.base import ImageDataset, TensorImageDataset
+from genproc.data.convert import to_channels
+from genproc.data.decode import BACKGROUND, read_image
 from genproc.errors import GenprocError
 from genproc.recipe import DataConfig
 
-EXTENSIONS = (".png", ".jpg", ".jpeg")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 CACHE_MAX_IMAGES = 20000
 CACHE_MAX_SIZE = 64
 
@@ -42,22 +62,55 @@ def list_images(folder: Path, exclude: Path | None = None) -> list[Path]:
     return sorted(found)
 
 
-def load_image(path: Path, channels: int, size: int) -> np.ndarray:
-    """Decode ``path`` to uint8 ``(channels, size, size)`` in ``[0, 255]``: shorter side to ``size``, centre crop."""
-    mode = "RGB" if channels == 3 else "L"
-    try:
-        with Image.open(path) as img:
-            img.draft(mode, (size, size))  # JPEG: decode at a reduced scale >= size (no-op for PNG)
-            img = img.convert(mode)
-            w, h = img.size
-            m = min(w, h)
-            box = ((w - m) / 2, (h - m) / 2, (w + m) / 2, (h + m) / 2)  # centre square
-            img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
-            arr = np.array(img, dtype=np.uint8)  # a writable copy
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise GenprocError(f"cannot read image {path}: {msg}") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+def fit(values: np.ndarray, hw: tuple[int, int], rule: str) -> np.ndarray:
+    """Resize ``values`` (c, h, w) float32 in [0, 1] to (c, H, W), ``hw`` = (H, W), by ``rule``; clamped to [0, 1].
+
+    Bicubic, antialiased when shrinking (Pillow on float planes, mode ``F``), with the exact
+    source box: ``crop`` keeps the centre (W / s) x (H / s) of the source, s = max(H / h, W / w);
+    ``pad`` scales to round(h s) x round(w s), s = min(H / h, W / w), and centres it on
+    ``BACKGROUND`` (an odd margin leaves its extra row / column at the bottom / right);
+    ``stretch`` scales each axis on its own.
+    """
+    c, h, w = values.shape
+    H, W = hw
+    size, box = (W, H), (0.0, 0.0, float(w), float(h))  # stretch
+    if rule == "crop":
+        s = max(H / h, W / w)
+        bw, bh = W / s, H / s
+        box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
+    elif rule == "pad":
+        s = min(H / h, W / w)
+        size = (min(W, max(1, round(w * s))), min(H, max(1, round(h * s))))
+    elif rule != "stretch":
+        raise ValueError(f"resize rule must be crop, pad or stretch, got {rule!r}")
+    planes = [np.asarray(Image.fromarray(p).resize(size, Image.Resampling.BICUBIC, box=box)) for p in values]
+    y = np.clip(np.stack(planes), 0.0, 1.0)  # (c, size[1], size[0])
+    if size == (W, H):
+        return y
+    out = np.full((c, H, W), BACKGROUND, dtype=np.float32)
+    top, left = (H - size[1]) // 2, (W - size[0]) // 2
+    out[:, top : top + size[1], left : left + size[0]] = y
+    return out
+
+
+def load_image(path: Path, channels: int, hw: int | tuple[int, int], rule: str = "crop") -> Tensor:
+    """Decode ``path`` to ``(channels, H, W)``, resized by ``rule`` (crop | pad | stretch); ``hw``: H = W or (H, W).
+
+    Returns uint8 in ``[0, 255]`` for files of at most 8 bits per sample (resized values rounded,
+    the file's precision), else float32 in ``[0, 1]`` at full precision.
+    """
+    size = (hw, hw) if isinstance(hw, int) else (int(hw[0]), int(hw[1]))
+    values, bits = read_image(path, size, rule)  # (c, h, w) float32 in [0, 1]
+    if channels < values.shape[0]:  # fewer planes to resize: convert first
+        values = to_channels(torch.from_numpy(values)[None], channels)[0].numpy()
+    x = torch.from_numpy(fit(values, size, rule))  # (c, H, W)
+    x = to_channels(x[None], channels)[0]  # (channels, H, W)
+    return x.mul(255.0).round_().to(torch.uint8) if bits <= 8 else x.contiguous()
+
+
+def as_float(x: Tensor) -> Tensor:
+    """uint8 ``[0, 255]`` -> float32 ``/ 255``; float32 in ``[0, 1]`` as is."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 class FolderDataset(ImageDataset):
@@ -65,16 +118,17 @@ class FolderDataset(ImageDataset):
 
     in_memory = False
 
-    def __init__(self, files: list[Path], name: str, root: str, split: str, channels: int, image_size: int) -> None:
+    def __init__(self, files: list[Path], name: str, root: str, split: str, channels: int,
+                 image_size: int | tuple[int, int], resize: str = "crop") -> None:
         super().__init__(name, root, split, channels, image_size)
         self.files = files
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Tensor:
-        arr = load_image(self.files[i], self.channels, self.image_size)
-        return torch.from_numpy(arr).float().div_(255.0)
+        return as_float(load_image(self.files[i], self.channels, self.image_hw, self.resize))
 
 
 def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
@@ -89,7 +143,7 @@ def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
 
 
 def load_folder(cfg: DataConfig, split: str, root: str) -> ImageDataset:
-    """Image-folder data set, cached in memory as uint8 when small, else read lazily."""
+    """Image-folder data set ``(C, H, W)`` = (``cfg.channels``, ``*cfg.image_hw``): in memory when small, else lazy."""
     base = Path(root)
     if not base.is_dir():
         raise GenprocError(f"image folder {base} does not exist (expected {', '.join(EXTENSIONS)} files in it)")
@@ -99,9 +153,11 @@ def load_folder(cfg: DataConfig, split: str, root: str) -> ImageDataset:
         raise GenprocError(f"no images found under {folder} (expected files ending in {', '.join(EXTENSIONS)})")
     if split == "train" and cfg.max_images is not None:
         files = files[: cfg.max_images]
-    if len(files) > CACHE_MAX_IMAGES or cfg.image_size > CACHE_MAX_SIZE:
-        return FolderDataset(files, cfg.name, root, split, cfg.channels, cfg.image_size)
-    decode = functools.partial(load_image, channels=cfg.channels, size=cfg.image_size)
+    if len(files) > CACHE_MAX_IMAGES or max(cfg.image_hw) > CACHE_MAX_SIZE:
+        return FolderDataset(files, cfg.name, root, split, cfg.channels, cfg.image_hw, cfg.resize)
+    decode = functools.partial(load_image, channels=cfg.channels, hw=cfg.image_hw, rule=cfg.resize)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL releases the GIL
-        arrays = list(pool.map(decode, files))
-    return TensorImageDataset(torch.from_numpy(np.stack(arrays)), name=cfg.name, root=root, split=split)
+        images = list(pool.map(decode, files))
+    if any(x.dtype != torch.uint8 for x in images):  # a deeper file: keep every image in float32
+        images = [as_float(x) for x in images]
+    return TensorImageDataset(torch.stack(images), name=cfg.name, root=root, split=split)

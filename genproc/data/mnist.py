@@ -34,13 +34,14 @@ def find_idx_file(root: Path, stem: str, name: str) -> Path:
 
 
 def load_mnist(cfg: DataConfig, split: str, root: str) -> TensorImageDataset:
-    """MNIST-style data set in memory: uint8 ``(N, cfg.channels, cfg.image_size, cfg.image_size)``.
+    """MNIST-style data set in memory: uint8 ``(N, cfg.channels, H, W)``, (H, W) = ``cfg.image_hw``.
 
-    Images are 28x28 gray; other sizes use antialiased bilinear resizing, RGB repeats the plane.
+    Images are 28x28 gray; other sizes use antialiased bilinear resizing (H != W: by ``cfg.resize``, see
+    :func:`genproc.data.convert.resize_to`), RGB repeats the plane.
     """
     path = find_idx_file(Path(root), SPLIT_FILES[split], cfg.name)
     limit = cfg.max_images if split == "train" else None
     pixels = read_idx_images(path, limit=limit)
     images = torch.from_numpy(pixels).unsqueeze(1)  # (N, 1, 28, 28) uint8
-    images = convert_uint8(images, cfg.channels, cfg.image_size)
+    images = convert_uint8(images, cfg.channels, cfg.image_hw, cfg.resize)
     return TensorImageDataset(images, name=cfg.name, root=root, split=split)

@@ -5,29 +5,55 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``::
     model.safetensors   raw network weights
     ema.safetensors     EMA weights (used for sampling)
     state.pt            optimiser, grad-scaler and RNG state (loaded with weights_only=True)
-    meta.json           step, resolved recipe, genproc version, time
+    meta.json           step, resolved recipe, genproc version, time, and each file's size and sha256
 
 A checkpoint is written into ``.tmp-step_*`` and renamed into place once complete,
-so a crash mid-write leaves the previous checkpoint as the latest loadable one.
+so a crash mid-write leaves the previous checkpoint as the latest loadable one; a write that
+fails (disk full, no permission) removes its temporary folder and is one GenprocError line.
+
+Loading verifies a checkpoint against the sizes and checksums in its meta.json
+(:func:`verify_checkpoint`). When the newest one is damaged or incomplete, :func:`resolve_checkpoint`
+falls back to the newest intact one with a one-line warning, and renames the damaged folder to
+``step_XXXXXXXX.damaged`` (kept for inspection, never counted as a checkpoint again). An explicitly
+requested checkpoint that is damaged is an error, not a fallback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from genproc import __version__
 from genproc.errors import GenprocError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # every checkpoint's data files, listed in meta.json
+DAMAGED_SUFFIX = ".damaged"
+
+
+def _stderr_warning(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """{"size": bytes, "sha256": hex} of a file, read in 16 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -56,26 +82,37 @@ def save_checkpoint(
     recipe: dict[str, Any],
     keep: int = 3,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and prune all but the ``keep`` newest."""
+    """Write checkpoint ``step`` atomically and prune all but the ``keep`` newest.
+
+    A failed write (ENOSPC, EACCES, ...) removes the temporary folder, leaves the previous checkpoints as they
+    were and raises one GenprocError line naming the path and the cause."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
     tmp = ckpt_root / f".tmp-step_{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_state_dict(model), str(tmp / "model.safetensors"))
-    save_file(_state_dict(ema), str(tmp / "ema.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    meta = {"step": step, "genproc_version": __version__, "time": time.time(), "recipe": recipe}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(ckpt_root)
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file(_state_dict(model), str(tmp / "model.safetensors"))
+        save_file(_state_dict(ema), str(tmp / "ema.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        meta = {"step": step, "genproc_version": __version__, "time": time.time(), "recipe": recipe,
+                "files": {name: file_digest(tmp / name) for name in FILES}}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(ckpt_root)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        prev = list_checkpoints(run_dir)
+        raise GenprocError(f"cannot write checkpoint {final}: {e.strerror or e} ({e.filename or tmp}); "
+                           f"{'the previous checkpoint ' + prev[-1].name + ' is intact' if prev else 'no earlier checkpoint'}"
+                           ) from None
     prune_checkpoints(ckpt_root, keep)
     return final
 
@@ -98,23 +135,79 @@ def prune_checkpoints(ckpt_root: Path, keep: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None = None) -> Path:
-    """The checkpoint folder to load: ``checkpoint`` may be a path, a step number, or None (latest)."""
+def verify_checkpoint(ckpt: Path) -> str | None:
+    """Why checkpoint folder ``ckpt`` cannot be used (missing or unreadable meta.json, a data file missing, of the
+    wrong size or checksum), or None when it is intact. Checkpoints written before checksums were recorded are
+    checked for their files and readable safetensors headers."""
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+        recipe, files = meta["recipe"], meta.get("files")
+        int(meta["step"])
+        if not isinstance(recipe, dict):
+            return "meta.json has no recipe"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"meta.json unreadable ({type(e).__name__}: {str(e)[:80]})"
+    for name in FILES:
+        path = ckpt / name
+        if not path.is_file():
+            return f"{name} missing"
+        if files is None:  # an older checkpoint: no checksums, check what can be checked cheaply
+            if name.endswith(".safetensors"):
+                try:
+                    with safe_open(str(path), framework="pt"):
+                        pass
+                except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
+                    return f"{name} unreadable ({str(e)[:80]})"
+            continue
+        want = files.get(name, {})
+        size = path.stat().st_size
+        if size != want.get("size"):
+            return f"{name} has {size} bytes, meta.json says {want.get('size')}"
+        if file_digest(path)["sha256"] != want.get("sha256"):
+            return f"{name} does not match its sha256 in meta.json"
+    return None
+
+
+def set_aside(ckpt: Path) -> Path | None:
+    """Rename a damaged checkpoint folder to ``<name>.damaged`` (``.damaged-2``, ... if taken); None if it cannot be."""
+    for i in range(1, 100):
+        dest = ckpt.with_name(ckpt.name + DAMAGED_SUFFIX + ("" if i == 1 else f"-{i}"))
+        if not dest.exists():
+            try:
+                os.rename(ckpt, dest)
+                return dest
+            except OSError:  # read-only run dir, or another rank renamed it first
+                return None
+    return None
+
+
+def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None = None,
+                       warn: Callable[[str], Any] = _stderr_warning) -> Path:
+    """The verified checkpoint folder to load: ``checkpoint`` may be a path, a step number, or None for the newest
+    intact one (damaged newer ones are set aside with a one-line ``warn``). A damaged explicit checkpoint is an error."""
     run_dir = Path(run_dir)
     if checkpoint is not None:
         p = Path(checkpoint)
-        if p.is_dir() and (p / "meta.json").is_file():
-            return p
-        if str(checkpoint).isdigit():
+        if not (p.is_dir() and (p / "meta.json").is_file()) and str(checkpoint).isdigit():
             p = run_dir / "checkpoints" / f"step_{int(checkpoint):08d}"
-            if (p / "meta.json").is_file():
-                return p
-        steps = [c.name for c in list_checkpoints(run_dir)]
-        raise GenprocError(f"checkpoint '{checkpoint}' not found in {run_dir} (available: {', '.join(steps) or 'none'})")
+        if not p.is_dir():
+            steps = [c.name for c in list_checkpoints(run_dir)]
+            raise GenprocError(f"checkpoint '{checkpoint}' not found in {run_dir} (available: {', '.join(steps) or 'none'})")
+        if (why := verify_checkpoint(p)) is not None:
+            raise GenprocError(f"checkpoint {p} is damaged: {why}; choose another --checkpoint or none (the newest intact)")
+        return p
     ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise GenprocError(f"no checkpoint in {run_dir / 'checkpoints'} (expected step_*/meta.json; train first with 'genproc train')")
-    return ckpts[-1]
+    for i in range(len(ckpts) - 1, -1, -1):
+        why = verify_checkpoint(ckpts[i])
+        if why is None:
+            return ckpts[i]
+        moved = set_aside(ckpts[i])
+        warn(f"checkpoint {ckpts[i]} is damaged ({why}); "
+             + (f"moved to {moved.name}" if moved else "left in place (could not rename it)")
+             + ("; falling back to the previous one" if i > 0 else ""))
+    if ckpts:
+        raise GenprocError(f"no intact checkpoint in {run_dir / 'checkpoints'}: all {len(ckpts)} are damaged (see the warnings)")
+    raise GenprocError(f"no checkpoint in {run_dir / 'checkpoints'} (expected step_*/meta.json; train first with 'genproc train')")
 
 
 def load_meta(ckpt: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genproc.data import build_dataset
 from genproc.engine.batches import EpochOrder, batch_iterator, local_slice, step_generator
-from genproc.engine.checkpoint import list_checkpoints, load_meta, load_state, load_weights, save_checkpoint
+from genproc.engine.checkpoint import list_checkpoints, load_meta, load_state, load_weights, resolve_checkpoint, save_checkpoint
 from genproc.engine.distributed import DistInfo, barrier, init_distributed, mean_across, pick_device, shutdown
 from genproc.engine.media import save_gif, save_grid
 from genproc.engine.sampler import autocast, generate, slow_precision_warning
@@ -40,7 +41,7 @@ from genproc.seeding import derive_seed
 # Recipe keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.max_steps", "train.log_every", "train.sample_every",
                      "train.eval_every", "train.eval_metrics", "train.eval_n", "train.eval_split",
-                     "train.checkpoint_every", "train.keep_checkpoints", "train.device", "sample.n",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.device", "train.max_nonfinite_steps", "sample.n",
                      "sample.batch_size", "sample.capture_every"}
 
 # In-training evaluation, passed in by the caller (the engine imports no metrics):
@@ -119,7 +120,7 @@ class Trainer:
         self.data = build_dataset(recipe.data, "train")
         self.process = build_process(recipe.process)
         torch.manual_seed(recipe.seed)  # same initial weights on every rank and every fresh run
-        self.net = build_net(recipe.net, recipe.data.channels, recipe.data.image_size).to(self.device)
+        self.net = build_net(recipe.net, recipe.data.channels, recipe.data.image_hw).to(self.device)
         self.ema = ModelEmaV3(self.net, decay=tc.ema)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.precision == "fp16")
@@ -132,9 +133,9 @@ class Trainer:
     # -- build / resume
     def resume(self) -> int:
         """Load the latest checkpoint if there is one (same recipe required); write recipe.yaml; return the start step."""
-        start, existing = 0, list_checkpoints(self.run_dir)
-        if existing:
-            last = existing[-1]
+        start = 0
+        if list_checkpoints(self.run_dir):
+            last = resolve_checkpoint(self.run_dir, warn=self._warn)  # the newest intact one (damaged ones set aside)
             meta = load_meta(last)
             check_same_recipe(meta["recipe"], self.recipe.to_dict(), self.run_dir)
             self.net.load_state_dict(load_weights(last, "model"))
@@ -146,10 +147,17 @@ class Trainer:
             if self.info.is_main:
                 self.log(f"resuming {self.run_dir} from step {start} ({last.name})")
         if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+            except OSError as e:
+                raise GenprocError(f"cannot write to run dir {self.run_dir}: {e.strerror or e} ({e.filename})") from None
             self.writer = _tensorboard(self.run_dir)
         return start
+
+    def _warn(self, msg: str) -> None:
+        if self.info.is_main:
+            self.log(f"warning: {msg}")
 
     def describe(self, start: int, stop: int) -> None:
         """The run's one-line summary (and a warning for slow CPU precisions)."""
@@ -163,10 +171,12 @@ class Trainer:
             self.log(f"warning: {slow}; on CPU use --set train.precision=fp32")
 
     # -- one step
-    def step(self, step: int, x0: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """One optimisation step on this rank's batch x0 (B_local, C, H, W); returns (loss, lr).
+    def step(self, step: int, x0: torch.Tensor) -> tuple[torch.Tensor, float, str | None]:
+        """One optimisation step on this rank's batch x0 (B_local, C, H, W); returns (loss, lr, skipped).
 
-        The global batch's levels, noise and flips come from (seed, step), each rank taking its slice."""
+        The global batch's levels, noise and flips come from (seed, step), each rank taking its slice. A non-finite
+        loss or gradient norm (on any rank; under fp16 also the GradScaler's overflow) skips the optimiser and EMA
+        update: ``skipped`` is then "loss" or "gradient", else None."""
         tc, dev, sl = self.recipe.train, self.device, self.sl
         lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else tc.lr
         for group in self.opt.param_groups:
@@ -183,26 +193,43 @@ class Trainer:
         with autocast(dev, tc.precision):
             out = self.model(inp, k)
         loss = self.process.loss(out, target)
-        if not torch.isfinite(loss):
-            raise GenprocError(f"loss became {loss.item()} at step {step}; lower train.lr or use fp32/bf16 "
-                               f"(last good checkpoint kept in {self.run_dir})")
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()  # always: under DDP every rank must join the gradient all-reduce
         self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.ema.update(self.net)
-        return loss, lr
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
+        skipped = self._nonfinite(loss, grad_norm)
+        if skipped is None:
+            self.scaler.step(self.opt)
+            self.ema.update(self.net)
+        if self.scaler.is_enabled():
+            self.scaler.update()  # fp16: an overflow lowers the scale (the scaler's own skip)
+        return loss, lr, skipped
+
+    def _nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> str | None:
+        """"loss" / "gradient" when the step must be skipped (agreed across DDP ranks), else None."""
+        bad = torch.tensor([float(not torch.isfinite(loss)), float(not torch.isfinite(grad_norm))], device=self.device)
+        if self.info.enabled:
+            torch.distributed.all_reduce(bad)
+        return "loss" if bad[0] > 0 else "gradient" if bad[1] > 0 else None
 
     # -- logging, checkpoints, samples, evaluation
-    def log_step(self, step: int, loss: torch.Tensor, lr: float, img_per_s: float) -> float:
-        """Append {step, loss, lr, img_per_s, time} to metrics.jsonl (and TensorBoard); returns the rank-mean loss."""
+    def log_step(self, step: int, loss: torch.Tensor, lr: float, img_per_s: float, skipped_total: int) -> float:
+        """Append {step, loss, lr, img_per_s, skipped_steps, time} to metrics.jsonl (and TensorBoard); returns the
+        rank-mean loss (NaN when this step was skipped)."""
         loss_val = mean_across(loss.detach().float(), self.info).item()
         if self.info.is_main:
-            self._append({"step": step, "loss": loss_val, "lr": lr, "img_per_s": img_per_s, "time": time.time()})
+            self._append({"step": step, "loss": loss_val if math.isfinite(loss_val) else None, "lr": lr,
+                          "img_per_s": img_per_s, "skipped_steps": skipped_total, "time": time.time()})
             self._scalars({"train/loss": loss_val, "train/img_per_s": img_per_s}, step)
         return loss_val
+
+    def log_skip(self, step: int, why: str, loss: torch.Tensor, run: int) -> None:
+        """Append {step, skipped: "loss" | "gradient", loss, consecutive} to metrics.jsonl for a skipped step."""
+        if self.info.is_main:
+            val = loss.detach().float().item()
+            self._append({"step": step, "skipped": why, "loss": val if math.isfinite(val) else str(val),
+                          "consecutive": run, "time": time.time()})
+            self.log(f"warning: step {step}: non-finite {why} ({val:g}), optimiser and EMA update skipped ({run} in a row)")
 
     def save(self, step: int) -> None:
         """Checkpoint ``step`` (rank 0 writes, every rank waits)."""
@@ -218,16 +245,20 @@ class Trainer:
             return
         r, d = self.recipe, self.recipe.data
         self.ema.module.eval()
-        res = generate(self.process, self.ema.module, r.sample.n, shape=(d.channels, d.image_size, d.image_size),
+        res = generate(self.process, self.ema.module, r.sample.n, shape=(d.channels, *d.image_hw),
                        data=self.data if self.process.needs_data_for_prior else None, seed=r.seed,
                        batch_size=r.sample.batch_size, capture_every=r.sample.capture_every, device=self.device,
                        precision=r.train.precision)
         self.ema.module.train()
         out = self.run_dir / "samples"
-        save_grid(res.images, out / f"step_{step:08d}.png", scale=2)
-        if res.trajectory is not None:
-            save_gif(res.trajectory, out / f"step_{step:08d}.gif")
-        save_grid(res.images, out / "latest.png", scale=2)
+        try:
+            save_grid(res.images, out / f"step_{step:08d}.png", scale=2)
+            if res.trajectory is not None:
+                save_gif(res.trajectory, out / f"step_{step:08d}.gif")
+            save_grid(res.images, out / "latest.png", scale=2)
+        except OSError as e:
+            raise GenprocError(f"cannot write samples to {out}: {e.strerror or e} ({e.filename or out}); "
+                               f"the checkpoints are not affected") from None
 
     def evaluate(self, step: int) -> None:
         """The caller's evaluation of the EMA model, appended to metrics.jsonl as {"step", "eval", ...} (rank 0)."""
@@ -275,6 +306,15 @@ def _agree_to_stop(stopping: bool, trainer: Trainer) -> bool:
     return t.item() > 0
 
 
+def _too_many_skips(run_dir: Path, step: int, count: int, why: str) -> str:
+    """The one-line message when ``train.max_nonfinite_steps`` consecutive steps were skipped."""
+    last = list_checkpoints(run_dir)
+    return (f"{count} consecutive steps up to {step} had a non-finite {why} (train.max_nonfinite_steps); stopped, the "
+            f"last checkpoint {last[-1].name if last else '(none)'} kept (skipped steps never change its weights); resume "
+            f"with: genproc train {run_dir / 'recipe.yaml'} --run-dir {run_dir}, or start a new run dir with a lower "
+            f"train.lr or fp32/bf16")
+
+
 def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, max_steps: int | None = None,
           progress: bool = True, log: Callable[[str], Any] = print, evaluate: EvalCallback | None = None) -> TrainResult:
     """Train (or resume) ``recipe`` in ``run_dir`` until global step ``max_steps`` (default ``train.max_steps``).
@@ -294,16 +334,22 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
         batches = batch_iterator(t.data, EpochOrder(len(t.data), recipe.seed), start, stop_at, tc.batch_size, t.sl,
                                  recipe.data.num_workers)
         step, loss_val, interrupted = start, None, False
-        t_last, n_last = time.time(), 0
+        t_last, n_last, skipped_total, run_of_skips = time.time(), 0, 0, 0
         bar = counter("train", stop_at - start, progress=progress and info.is_main, log=None, unit="step")
         with _StopFlag() as flag:
             t.net.train()
             for x0 in batches:
-                loss, lr = t.step(step, x0)
+                loss, lr, skipped = t.step(step, x0)
                 step, n_last = step + 1, n_last + tc.batch_size
+                run_of_skips = run_of_skips + 1 if skipped else 0
+                if skipped:
+                    skipped_total += 1
+                    t.log_skip(step, skipped, loss, run_of_skips)
+                    if run_of_skips >= tc.max_nonfinite_steps:
+                        raise GenprocError(_too_many_skips(run_dir, step, run_of_skips, skipped))
                 if step % tc.log_every == 0 or step == stop_at:
                     now = time.time()
-                    loss_val = t.log_step(step, loss, lr, n_last / max(now - t_last, 1e-9))
+                    loss_val = t.log_step(step, loss, lr, n_last / max(now - t_last, 1e-9), skipped_total)
                     t_last, n_last = now, 0
                 bar.update(1)
                 if tc.sample_every > 0 and step % tc.sample_every == 0 and step != stop_at:

@@ -61,8 +61,9 @@ def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int 
     if "fid" in metrics:
         recs.append({"metric": "fid", "value": out[KEY_METRIC_FID], **extra})
     if "kid" in metrics:
-        recs.append({"metric": "kid", "value": out[KEY_METRIC_KID_MEAN], "std": out[KEY_METRIC_KID_STD],
-                     "kid_subset_size": out["kid_subset_size"], **extra})
+        one = out["kid_subset_size"] >= max(n, len(refs))  # every subset is the whole of both sets: no spread to report
+        recs.append({"metric": "kid", "value": out[KEY_METRIC_KID_MEAN], "std": None if one else out[KEY_METRIC_KID_STD],
+                     "kid_subset_size": out["kid_subset_size"], "kid_one_subset": one, **extra})
     if "prc" in metrics:
         for m in ("precision", "recall"):
             recs.append({"metric": m, "value": out[m], "f_score": out["f_score"], "neighbourhood_k": 3, **extra})
@@ -129,11 +130,18 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     return records
 
 
+def kid_spread(std: float | None, one_subset: bool = False) -> str:
+    """' ± std' of KID over its subsets; ' (one subset)' when every subset was the whole set (no spread); else ''."""
+    if one_subset:
+        return " (one subset)"
+    return "" if std is None else f" ± {std:.4f}"
+
+
 def format_table(records: list[dict[str, Any]]) -> str:
     """A small text table of the records, plus the NLL breakdown when present."""
     lines = [f"{'metric':<10} {'value':>22} {'n':>7}  reference"]
     for r in records:
-        val = f"{r['value']:.4f}" + (f" ± {r['std']:.4f}" if "std" in r else "")
+        val = f"{r['value']:.4f}" + kid_spread(r.get("std"), r.get("kid_one_subset", False))
         ref = r["reference"]
         lines.append(f"{r['metric']:<10} {val:>22} {r['n_samples']:>7}  {ref['dataset']} {ref['split']} ({ref['size']})"
                      + ("  [reference cached]" if ref.get("cached") else ""))

@@ -46,12 +46,20 @@ def default_cache_root() -> Path:
 
 
 def reference_key(data: Any, n_ref: int, weights: ExtractorWeights) -> str:
-    """Cache name of a reference set: readable prefix + digest of everything that changes its features."""
+    """Cache name of a reference set: readable prefix + digest of everything that changes its features.
+
+    ``data``: an ImageDataset; its (H, W) = ``data.image_hw`` is in the prefix (``3x24x40``) and the digest, and so is
+    its resize rule ``data.resize`` unless it is the default ``crop`` (so square crop sets hash exactly what they did
+    before non-square support, and their existing caches stay valid).
+    """
+    h, w = data.image_hw
     ident = {"name": data.name, "root": data.root, "split": data.split, "channels": data.channels,
-             "size": data.image_size, "n": n_ref, "weights_sha256": weights.sha256}
+             "size": h if h == w else [h, w], "n": n_ref, "weights_sha256": weights.sha256}
+    if data.resize != "crop":
+        ident["resize"] = data.resize
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
     sha = (weights.sha256 or "none")[:8]
-    return f"genproc-{data.name}-{data.split}-n{n_ref}-{data.channels}x{data.image_size}x{data.image_size}-w{sha}-{digest}"
+    return f"genproc-{data.name}-{data.split}-n{n_ref}-{data.channels}x{h}x{w}-w{sha}-{digest}"
 
 
 def cached_files(metrics: set[str], key: str, extractor: str, cache_root: Path) -> list[Path]:

@@ -4,11 +4,19 @@ Residual blocks with GroupNorm and dropout, a sinusoidal level embedding added i
 every block, single-head self-attention at chosen resolutions, average-pool down /
 nearest up (or strided / transposed-free conv resampling), zero-initialised output.
 Sized entirely by :class:`UNetConfig`.
+
+Any H x W (``image_size`` an int for H = W, or ``(H, W)``). Each level halves both sides, rounding up:
+an odd side (e.g. MNIST's 7) is padded by one replicated row / column before pooling and the up path
+crops back to the skip connection's size, so no side has to be divisible by 2^(levels - 1) (28 -> 14 -> 7 -> 4).
+``attn_resolutions`` lists feature-map sizes measured by the **shorter side** ``min(h, w)`` of the map: a
+square map is its side (the paper recipes' meaning, e.g. 16 and 8 on 64x64), and a 64x96 image gets attention
+at the same levels as 64x64 (maps 16x24 and 8x12).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +32,7 @@ class UNetConfig:
     channels: int = 128  # base channels
     channel_mult: tuple[int, ...] = (1, 2, 2)  # per-resolution multipliers
     num_res_blocks: int = 4  # residual blocks per resolution
-    attn_resolutions: tuple[int, ...] = (7,)  # feature-map sizes with self-attention
+    attn_resolutions: tuple[int, ...] = (7,)  # feature-map sizes min(h, w) with self-attention
     dropout: float = 0.1
     resample: str = "avgpool"  # avgpool (down) + nearest (up) | conv
     norm_groups: int = 32  # GroupNorm groups (reduced to a divisor of the width if needed)
@@ -36,6 +44,14 @@ class UNetConfig:
             raise GenprocError(f"recipe field 'net.resample': expected avgpool|conv, got {self.resample!r}")
         if not 0 <= self.dropout < 1:
             raise GenprocError(f"recipe field 'net.dropout': expected a value in [0, 1), got {self.dropout}")
+
+
+def image_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(H, W) of ``image_size``: an int (H = W) or a pair; one clear error otherwise."""
+    hw = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    if len(hw) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in hw):
+        raise GenprocError(f"recipe field 'data.image_size': expected a positive integer or [H, W], got {image_size!r}")
+    return int(hw[0]), int(hw[1])
 
 
 def level_embedding(k: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -113,9 +129,13 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """f(u, k): (N, C, H, W) float, (N,) int levels -> (N, C, H, W) float32."""
+    """f(u, k): (N, C, H, W) float, (N,) int levels -> (N, C, H, W) float32.
 
-    def __init__(self, cfg: UNetConfig, image_channels: int, image_size: int):
+    image_size: H = W (int) or (H, W); each level's map is (ceil(h / 2), ceil(w / 2)) of the one above, with
+    self-attention where its shorter side min(h, w) is in ``cfg.attn_resolutions`` (and always in the middle).
+    """
+
+    def __init__(self, cfg: UNetConfig, image_channels: int, image_size: int | tuple[int, int]):
         super().__init__()
         self.cfg = cfg
         ch, g = cfg.channels, cfg.norm_groups
@@ -123,9 +143,10 @@ class UNet(nn.Module):
         self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.inp = nn.Conv2d(image_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        skips, res, cur = [ch], image_size, ch
-        level_res = []  # feature-map size at each level (odd sizes round up when pooled)
+        skips, hw, cur = [ch], image_hw(image_size), ch
+        level_res = []  # shorter side min(h, w) of the feature map at each level (odd sides round up when pooled)
         for level, mult in enumerate(cfg.channel_mult):
+            res = min(hw)
             level_res.append(res)
             for _ in range(cfg.num_res_blocks):
                 blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, g)])
@@ -137,7 +158,7 @@ class UNet(nn.Module):
             if level < len(cfg.channel_mult) - 1:
                 self.down.append(nn.ModuleList([Down(cur, cfg.resample)]))
                 skips.append(cur)
-                res = (res + 1) // 2
+                hw = ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
         self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, g), AttnBlock(cur, g),
                                   ResBlock(cur, cur, emb_dim, cfg.dropout, g)])
         self.up = nn.ModuleList()
