@@ -276,3 +276,13 @@ def test_square_crop_stays_close_to_the_8bit_resize(tmp_path):
     before = Image.fromarray(arr).resize((16, 16), Image.Resampling.BICUBIC, box=(5, 0, 35, 30))  # the loader until issue 11
     got = load_image(path, 3, 16).numpy().astype(int)
     assert np.abs(got - np.asarray(before).transpose(2, 0, 1).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("hw", [(24, 40), (40, 24), (7, 13), (28, 28)])
+def test_crop_box_never_leaves_the_source_for_any_source_size(hw):
+    """For every source size up to 90 px the crop box lies inside the image (a scale like W / (W / w) can round to
+    w + 1 ulp: a 61 x 80 source at 24 x 40 once made Pillow refuse a box offset of -3.6e-15)."""
+    for h in range(1, 91, 7):
+        for w in list(range(1, 91, 5)) + [61]:
+            out = fit(np.random.default_rng(h * 100 + w).random((1, h, w), dtype=np.float32), hw, "crop")
+            assert out.shape == (1, *hw) and 0.0 <= out.min() and out.max() <= 1.0

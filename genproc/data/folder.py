@@ -76,7 +76,7 @@ def fit(values: np.ndarray, hw: tuple[int, int], rule: str) -> np.ndarray:
     size, box = (W, H), (0.0, 0.0, float(w), float(h))  # stretch
     if rule == "crop":
         s = max(H / h, W / w)
-        bw, bh = W / s, H / s
+        bw, bh = min(w, W / s), min(h, H / s)  # min: W / (W / w) may round to w + 1 ulp, which Pillow refuses
         box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
     elif rule == "pad":
         s = min(H / h, W / w)
