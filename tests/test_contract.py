@@ -88,7 +88,8 @@ class UniformBound:
 register("fade", FadeProcess, FadeConfig, aliases=("fade-to-noise",))
 
 PROCESS_CONFIGS = {"ihdm": {"name": "heat", "K": 5, "sigma_blur_max": 4.0}, "blur": {"name": "blur", "K": 5, "sigma_blur_max": 4.0},
-                   "ddpm": {"name": "ddpm", "T": 20}, "fade": {"name": "fade-to-noise", "K": 6}}
+                   "ddpm": {"name": "ddpm", "T": 20}, "bdm": {"name": "bdm", "T": 20, "sigma_blur_max": 4.0},
+                   "fade": {"name": "fade-to-noise", "K": 6}}
 ALL = sorted(registered())
 
 
@@ -101,7 +102,7 @@ def _recipe(name: str, **train: Any) -> dict:
 
 
 def test_every_process_has_a_recipe_config_here():
-    assert set(ALL) >= {"ihdm", "blur", "ddpm", "fade"} and set(ALL) == set(PROCESS_CONFIGS)
+    assert set(ALL) >= {"ihdm", "blur", "ddpm", "bdm", "fade"} and set(ALL) == set(PROCESS_CONFIGS)
 
 
 # ------------------------------------------------------------------ the members, shapes and ranges

@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, Net, ProcessConfig
+from genproc.processes.bdm import BDMConfig, BDMProcess
 from genproc.processes.blur import BlurConfig, BlurProcess
 from genproc.processes.ddpm import DDPMConfig, DDPMProcess
 from genproc.processes.heat import HeatConfig, HeatProcess
@@ -128,3 +129,4 @@ def build_process(cfg: ProcessConfig) -> ForwardProcess:
 register("ihdm", HeatProcess, HeatConfig, aliases=("heat",))
 register("blur", BlurProcess, BlurConfig)
 register("ddpm", DDPMProcess, DDPMConfig)
+register("bdm", BDMProcess, BDMConfig, aliases=("blurring-diffusion",))
