@@ -40,7 +40,9 @@ def compare_command(
     set_: list[str] = typer.Option([], "--set", help="Override a key in every recipe, e.g. --set train.batch_size=32 (repeatable)."),
     sampling: list[str] = sampling_option(),
     old_sample_set: list[str] = old_flag("--sample-set"),
-    recipes_dir: Optional[Path] = typer.Option(None, "--recipes-dir", help="Folder of <process>_<dataset>_small.yaml recipes (default: the repository's recipes/)."),
+    recipes_dir: Optional[Path] = typer.Option(None, "--recipes-dir", help="Folder of the recipes (default: the repository's recipes/)."),
+    scale: str = typer.Option("small", "--scale", help="small: <process>_<dataset>_small.yaml (CPU, default data set mnist); paper: each process's GPU-scale recipe for the data set, e.g. ihdm_cifar.yaml (default data set cifar10)."),
+    recipe: Optional[list[Path]] = typer.Option(None, "--recipe", help="Explicit recipe files, one per process in the same order (repeatable); instead of --scale."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples, grids, dequantisation and ELBO noise (shared by all processes)."),
     grid: int = typer.Option(16, "--grid", help="Samples in each process's grid (also timed for sample img/s)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass in evaluation (does not change the results)."),
@@ -57,7 +59,7 @@ def compare_command(
         names, run_dirs = split_runs(processes, runs or [])
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
-                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref,
+                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, scale=scale, recipe_paths=recipe,
                          progress=sys.stderr.isatty(), log=log)
     typer.echo(report["table"])
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")

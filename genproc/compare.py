@@ -1,6 +1,7 @@
 """``genproc compare ihdm ddpm``: forward processes head to head on one engine, data set and budget.
 
-Each process trains from ``<recipes>/<process>_<dataset>_small.yaml`` for the same number of steps
+Each process trains from ``<recipes>/<process>_<dataset>_small.yaml`` (``scale="paper"``: the GPU-scale recipe of that
+process and data set, e.g. ``ihdm_cifar.yaml``; or explicit ``recipe_paths``, one per process) for the same number of steps
 into ``<out>/runs/<process>`` (rerunning resumes), or given ``runs`` are used; each is then evaluated
 with the same metrics, seed and counts (:func:`genproc.metrics.evaluate`) and measured. Data-driven:
 a measure adds keys to a row (``MEASURES``), a column formats them (``COLUMNS``), a figure writes
@@ -53,17 +54,51 @@ def _check_same(names: list[str], items: list[tuple[Path, Any]], dataset: str | 
             raise GenprocError(f"{what}: {where} uses {desc(key)}, not {want}; the comparison needs one data set")
 
 
-def _recipes(names: list[str], dataset: str, recipes_dir: Path, budget: int | None,
-             overrides: Sequence[str]) -> tuple[list[Any], int]:
-    """The checked recipes and the shared budget (default: their ``train.max_steps``, if equal)."""
+SCALES = ("small", "paper")
+
+
+def _paper_recipe(name: str, dataset: str, recipes_dir: Path) -> Path:
+    """The one GPU-scale recipe (not ``*_small.yaml``) in ``recipes_dir`` whose process is ``name`` and whose data set is
+    ``dataset``, found by reading the recipes (e.g. ``ihdm_cifar.yaml`` for ihdm on cifar10)."""
+    import yaml
+
+    def matches(path: Path) -> bool:
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+            return canonical_name(d["process"]["name"]) == name and d["data"]["name"] == dataset
+        except (GenprocError, KeyError, TypeError, yaml.YAMLError):
+            return False
+
+    found = [p for p in sorted(recipes_dir.glob("*.yaml")) if not p.stem.endswith("_small") and matches(p)]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
+        raise GenprocError(f"{what} paper-scale recipe for '{name}' on '{dataset}' in {recipes_dir}; "
+                           f"give the recipe files with --recipe (one per process)")
+    return found[0]
+
+
+def _recipes(names: list[str], dataset: str, recipes_dir: Path, budget: int | None, overrides: Sequence[str],
+             scale: str = "small", recipe_paths: Sequence[str | Path] | None = None) -> tuple[list[Any], int]:
+    """The checked recipes (``recipe_paths``; else per name ``<recipes_dir>/<name>_<dataset>_small.yaml`` at
+    ``scale="small"``, the GPU-scale recipe of that process and data set at ``scale="paper"``) and the shared budget
+    (default: their ``train.max_steps``, if equal)."""
     from genproc.recipe import load_recipe
 
-    paths = [recipes_dir / f"{n}_{dataset}_small.yaml" for n in names]
+    if scale not in SCALES:
+        raise GenprocError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if recipe_paths is not None:
+        if len(recipe_paths) != len(names):
+            raise GenprocError(f"--recipe: {len(recipe_paths)} recipe(s) for {len(names)} process name(s); give one per name")
+        paths = [Path(p) for p in recipe_paths]
+    elif scale == "paper":
+        paths = [_paper_recipe(n, dataset, recipes_dir) for n in names]
+    else:
+        paths = [recipes_dir / f"{n}_{dataset}_small.yaml" for n in names]
     if missing := [(name, p) for name, p in zip(names, paths) if not p.is_file()]:
         have = ", ".join(sorted(q.name for q in recipes_dir.glob(f"*_{dataset}_small.yaml"))) or "none"
         raise GenprocError(f"missing recipe {missing[0][1]} for '{missing[0][0]}' on '{dataset}' (found for {dataset}: {have})")
     recipes = [load_recipe(p, list(overrides)) for p in paths]
-    _check_same(names, list(zip(paths, recipes)), dataset, "recipes")
+    _check_same(names, list(zip(paths, recipes)), dataset if recipe_paths is None else None, "recipes")
     if budget is None and len(steps := {r.train.max_steps for r in recipes}) != 1:
         raise GenprocError(f"the recipes train for different numbers of steps {sorted(steps)}; give --budget STEPS")
     return recipes, recipes[0].train.max_steps if budget is None else budget
@@ -186,10 +221,13 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             data_root: str | None = None, overrides: Sequence[str] = (), recipes_dir: str | Path | None = None,
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
             seed: int = 0, grid_n: int = 16, batch_size: int = 64,
-            sampling: dict[str, Any] | Sequence[str] = (), n_ref: int | None = None,
-            progress: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
+            sampling: dict[str, Any] | Sequence[str] = (), n_ref: int | None = None, scale: str = "small",
+            recipe_paths: Sequence[str | Path] | None = None, progress: bool = False,
+            log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
-    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match).
+    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match). scale: "small" (the
+    CPU recipes ``<process>_<dataset>_small.yaml``) or "paper" (the GPU-scale recipe of each process for ``dataset``,
+    e.g. ``compare(["ihdm", "ddpm", "bdm"], "cifar10", scale="paper")``); recipe_paths: explicit recipes, one per name.
     names: registered process names or aliases. sampling: sampling-time settings ({"sampler": "ddim"} or
     ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only DDPM); one that
     fits no run is an error."""
@@ -203,8 +241,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         (not names, "name at least one process to compare (e.g. 'genproc compare ihdm ddpm')"),
         (runs is not None and len(runs) != len(names), f"--runs: {len(runs or [])} run dir(s) for {len(names)} process "
          f"name(s) ({', '.join(names)}); give one run per name, in the same order"),
-        (runs is not None and (budget is not None or bool(overrides)), "--budget and --set configure training; with "
-         "--runs nothing is trained (the runs' own steps are reported)"),
+        (runs is not None and (budget is not None or bool(overrides) or recipe_paths is not None), "--budget, --set and "
+         "--recipe configure training; with --runs nothing is trained (the runs' own steps are reported)"),
         (budget is not None and budget < 1, f"--budget must be >= 1 training step, got {budget}"),
         (n < 1 or grid_n < 1, f"--n and the grid size must be >= 1, got {n} and {grid_n}")]:
         if bad:
@@ -213,7 +251,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     run_dirs = [Path(r) for r in runs or []]
     if runs is None:
         rdir = Path(recipes_dir or (REPO_RECIPES if REPO_RECIPES.is_dir() else "recipes"))
-        recipes, budget = _recipes(names, dataset or "mnist", rdir, budget, overrides)
+        recipes, budget = _recipes(names, dataset or ("cifar10" if scale == "paper" else "mnist"), rdir, budget, overrides,
+                                   scale, recipe_paths)
         if fid:
             resolve_weights(extractor, inception_weights)
         for name, r in zip(names, recipes):

@@ -212,3 +212,34 @@ def test_sample_and_evaluate_take_sampling_overrides(compared, tmp_path):
     assert rec["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 3} and rec["sampling"]["sampler"] == "ddim"
     r = runner.invoke(main_app, ["sample", str(run), "--sampling", "process.T=5"])
     one_line_error(r, "'T' is not a sampling-time setting")
+
+
+# The repository's GPU-scale CIFAR-10 recipes, shrunk from the command line so that they run here on fake data.
+TINY_PAPER = ["--set", "net.channels=8", "--set", "net.channel_mult=[1,2]", "--set", "net.num_res_blocks=1",
+              "--set", "net.attn_resolutions=[16]", "--set", "net.dropout=0.0", "--set", "train.precision=fp32",
+              "--set", "train.batch_size=4", "--set", "train.warmup_steps=1", "--set", "sample.n=2",
+              "--set", "sample.batch_size=2", "--set", "train.checkpoint_every=2", "--set", "data.image_size=16"]
+
+
+def test_paper_scale_recipes_run_with_one_command(tmp_path):
+    """`compare ddpm bdm --scale paper` finds the GPU recipes of those processes on cifar10 (ddpm_cifar.yaml,
+    bdm_cifar.yaml): trained here for 2 steps on a fake CIFAR-10 with the nets shrunk by --set (T cut to 20)."""
+    from test_data import make_fake_cifar
+
+    make_fake_cifar(tmp_path / "data", per_batch=4)
+    r = runner.invoke(app, ["compare", "ddpm", "bdm", "--scale", "paper", "--data-root",
+                            str(tmp_path / "data"), "--budget", "2", "--n", "2", "--metrics", "nll", "--grid", "2",
+                            "--out", str(tmp_path / "out"), "--set", "process.T=20", *TINY_PAPER])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [row["process"] for row in rep["rows"]] == ["ddpm", "bdm"] and rep["budget_steps"] == 2
+    assert all(row["budget_steps"] == 2 and row["nll"] > 0 for row in rep["rows"])
+    saved = yaml.safe_load((tmp_path / "out" / "recipes" / "bdm.yaml").read_text())
+    assert saved["name"] == "bdm_cifar" and saved["net"]["channels"] == 8  # the paper recipe, shrunk
+    # explicit recipe files take the place of --scale; a missing one is one line naming what exists
+    r = runner.invoke(app, ["compare", "ihdm", "--recipe", str(cmp.REPO_RECIPES / "ihdm_cifar.yaml"), "--data-root",
+                            str(tmp_path / "data"), "--budget", "2", "--n", "2", "--metrics", "nll", "--grid", "2",
+                            "--out", str(tmp_path / "out1"), *TINY_PAPER])
+    assert r.exit_code == 0, r.output
+    one_line_error(runner.invoke(app, ["compare", "blur", "--scale", "paper", "--out", str(tmp_path / "x")]),
+                   "no paper-scale recipe for 'blur' on 'cifar10'", "--recipe")
