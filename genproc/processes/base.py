@@ -28,6 +28,11 @@ from genproc.processes.rng import SampleRNG
 Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # net(x: (B, C, H, W), k: (B,) int64) -> (B, C, H, W)
 
 
+def evenly_spaced_levels(num_levels: int, steps: int) -> list[int]:
+    """``steps`` levels evenly spaced from ``num_levels`` down to 1 (rounded, repeats dropped): a DDIM schedule."""
+    return torch.linspace(num_levels, 1, steps).round().long().unique_consecutive().tolist()
+
+
 @dataclass
 class ProcessConfig:
     """Base of every process config (a dataclass: each field is a recipe key under ``process:``).

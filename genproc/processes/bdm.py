@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 
 from genproc.errors import GenprocError
-from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
+from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
 from genproc.processes.dct import dct2, idct2, laplacian_eigenvalues
 from genproc.processes.rng import SampleRNG
 
@@ -151,7 +151,7 @@ class BDMProcess(ForwardProcess):
         """Ancestral: T, ..., 1. DDIM: ``ddim_steps`` evenly spaced levels from T down to 1."""
         if self.cfg.sampler == "ancestral":
             return list(range(self.num_levels, 0, -1))
-        return torch.linspace(self.num_levels, 1, self.cfg.ddim_steps).round().long().unique_consecutive().tolist()
+        return evenly_spaced_levels(self.num_levels, self.cfg.ddim_steps)
 
     def predict_x(self, u_t: torch.Tensor, u_eps: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
         """û_x = (u_t - σ_k û_ε) / α_k in the frequency basis (float64). u_t, u_eps: (B, C, H, W); k: int or (B,)."""

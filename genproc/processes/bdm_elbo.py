@@ -18,14 +18,12 @@ sum over k is exact for ``levels`` >= T - 1, else estimated per image by stratif
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-from genproc.errors import GenprocError
 from genproc.processes.base import ForwardProcess, Net
 from genproc.processes.dct import dct2, idct2
-from genproc.processes.ddpm_elbo import DEFAULT_LEVELS, LEVELS_ENV, log_bin_mass, stratified_levels
+from genproc.processes.ddpm_elbo import CONVENTION, CONVENTION_DETAIL, elbo_levels, log_bin_mass, stratified_levels
 from genproc.processes.gaussian import normal_kl
 from genproc.processes.rng import SampleRNG
 
@@ -42,19 +40,12 @@ class BDMELBO:
     grid; v = floor(256 x0)) -> {"L_T", "L_kl", "L_0", "to_density"}, each (B,) float64 nats, additive."""
 
     labels = LABELS
-    convention = "discrete"
-    convention_detail = ("discretised Gaussian decoder: bound on -log P(v) of the 8-bit values, bits/dim = nats/(N log 2); "
-                         "the -N log 256 'to_density' term cancels the dequantisation term")
+    convention = CONVENTION
+    convention_detail = CONVENTION_DETAIL
 
     def __init__(self, process: ForwardProcess, levels: int | None = None):
         self.process = process
-        env = os.environ.get(LEVELS_ENV)
-        try:
-            self.levels = int(levels if levels is not None else env if env else DEFAULT_LEVELS)
-        except ValueError:
-            raise GenprocError(f"${LEVELS_ENV} must be an integer number of levels, got {env!r}") from None
-        if self.levels < 1:
-            raise GenprocError(f"BDM ELBO levels must be >= 1, got {self.levels}")
+        self.levels = elbo_levels(levels)
 
     def _predict(self, net: Net, u_x: torch.Tensor, k: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor, torch.Tensor]:
         """u_k ~ q(u_k | x) (float64) and the network's û_x at per-image levels k: (B,). u_x: (B, C, H, W) coefficients."""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from genproc.errors import GenprocError
-from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
+from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
 from genproc.processes.rng import SampleRNG
 
 
@@ -86,8 +86,7 @@ class DDPMProcess(ForwardProcess):
         """Ancestral: T, ..., 1. DDIM: ``ddim_steps`` evenly spaced levels from T down to 1."""
         if self.cfg.sampler == "ancestral":
             return list(range(self.num_levels, 0, -1))
-        lv = torch.linspace(self.num_levels, 1, self.cfg.ddim_steps).round().long().unique_consecutive()
-        return lv.tolist()
+        return evenly_spaced_levels(self.num_levels, self.cfg.ddim_steps)
 
     def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t), in [-1, 1] units (Ho et al. Eq. 15)."""

@@ -96,6 +96,19 @@ def log_bin_mass(v: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
     return lb + torch.log(-torch.expm1(la - lb))
 
 
+def elbo_levels(levels: int | None = None) -> int:
+    """How many levels per image the sum over t is estimated from: ``levels``, else $GENPROC_DDPM_ELBO_LEVELS, else
+    ``DEFAULT_LEVELS`` (>= T - 1 means the exact sum); one clear error for a bad value."""
+    env = os.environ.get(LEVELS_ENV)
+    try:
+        n = int(levels if levels is not None else env if env else DEFAULT_LEVELS)
+    except ValueError:
+        raise GenprocError(f"${LEVELS_ENV} must be an integer number of levels, got {env!r}") from None
+    if n < 1:
+        raise GenprocError(f"ELBO levels must be >= 1, got {n}")
+    return n
+
+
 def stratified_levels(T: int, K: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Levels for the L_{t-1} sum over t = 2..T: (B, K') long levels and (K',) float64 weights |S_j|.
 
@@ -127,13 +140,7 @@ class DDPMELBO:
     def __init__(self, process: ForwardProcess, train_data: Any = None, device: torch.device | str = "cpu",
                  levels: int | None = None):
         self.process = process
-        env = os.environ.get(LEVELS_ENV)
-        try:
-            self.levels = int(levels if levels is not None else env if env else DEFAULT_LEVELS)
-        except ValueError:
-            raise GenprocError(f"${LEVELS_ENV} must be an integer number of levels, got {env!r}") from None
-        if self.levels < 1:
-            raise GenprocError(f"DDPM ELBO levels must be >= 1, got {self.levels}")
+        self.levels = elbo_levels(levels)
         self.exact = self.levels >= process.num_levels - 1
 
     def _eps(self, net: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
