@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from genproc.errors import GenprocError
+from genproc.imagesize import as_hw
 
 
 @dataclass
@@ -56,12 +57,10 @@ class DataConfig:
     @property
     def image_hw(self) -> tuple[int, int]:
         """(H, W) of every image: ``image_size`` if it is a pair, else (image_size, image_size)."""
-        s = self.image_size
-        return (int(s[0]), int(s[1])) if isinstance(s, (tuple, list)) else (int(s), int(s))
+        return as_hw(self.image_size)
 
     def validate(self) -> None:
-        if min(self.image_hw) < 1:
-            raise GenprocError(f"recipe field 'data.image_size': expected a positive integer or [H, W], got {self.image_size}")
+        as_hw(self.image_size)  # a positive int or a pair of them, else one clear error
         if self.resize not in ("crop", "pad", "stretch"):
             raise GenprocError(f"recipe field 'data.resize': expected crop|pad|stretch, got {self.resize!r}")
 

@@ -64,6 +64,7 @@ from genproc.analysis.common import (
     write_payload,
 )
 from genproc.errors import GenprocError
+from genproc.imagesize import as_hw
 
 MEASURES = ("jump_ratio", "path_ratio", "jump_ratio_shape", "path_ratio_shape")
 
@@ -175,8 +176,7 @@ def path_ratio(frames: torch.Tensor) -> torch.Tensor:
 
 def default_lowpass_sigma(image_size: int | Sequence[int]) -> float:
     """sigma_B (pixels) of the shape features: the shorter side / 16, at least 1 (``image_size``: H = W or (H, W))."""
-    side = min(image_size) if isinstance(image_size, Sequence) else image_size
-    return max(1.0, side / 16)
+    return max(1.0, min(as_hw(image_size)) / 16)
 
 
 def shape_features(images: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from genproc.imagesize import as_hw
+
 
 class ImageDataset(Dataset):
     """Base class: a sized, indexable set of equally shaped images.
@@ -37,8 +39,7 @@ class ImageDataset(Dataset):
         self.root = root
         self.split = split
         self.channels = channels
-        hw = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
-        h, w = self.image_hw = (int(hw[0]), int(hw[1]))
+        h, w = self.image_hw = as_hw(image_size)
         self.image_size = h if h == w else (h, w)  # an int for square images, as before
 
     def __len__(self) -> int:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genproc.imagesize import as_hw
+
 # ITU-R BT.601 luma weights (the same ones PIL's convert("L") uses).
 LUMA_601 = (0.299, 0.587, 0.114)
 
@@ -74,7 +76,7 @@ def convert_uint8(images: Tensor, channels: int, hw: int | tuple[int, int], rule
     Works in chunks of ``chunk`` images so the float intermediate stays small;
     values are rounded back to uint8. Returns the input unchanged when nothing to do.
     """
-    size = (hw, hw) if isinstance(hw, int) else (int(hw[0]), int(hw[1]))
+    size = as_hw(hw)
     if images.shape[1] == channels and tuple(images.shape[-2:]) == size:
         return images
     out = torch.empty((images.shape[0], channels, *size), dtype=torch.uint8)

@@ -45,6 +45,7 @@ from genproc.data.base import ImageDataset, TensorImageDataset
 from genproc.data.convert import to_channels
 from genproc.data.decode import BACKGROUND, read_image
 from genproc.errors import GenprocError
+from genproc.imagesize import as_hw
 from genproc.recipe import DataConfig
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -99,7 +100,7 @@ def load_image(path: Path, channels: int, hw: int | tuple[int, int], rule: str =
     Returns uint8 in ``[0, 255]`` for files of at most 8 bits per sample (resized values rounded,
     the file's precision), else float32 in ``[0, 1]`` at full precision.
     """
-    size = (hw, hw) if isinstance(hw, int) else (int(hw[0]), int(hw[1]))
+    size = as_hw(hw)
     values, bits = read_image(path, size, rule)  # (c, h, w) float32 in [0, 1]
     if channels < values.shape[0]:  # fewer planes to resize: convert first
         values = to_channels(torch.from_numpy(values)[None], channels)[0].numpy()

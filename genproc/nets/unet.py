@@ -16,7 +16,6 @@ at the same levels as 64x64 (maps 16x24 and 8x12).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from genproc.errors import GenprocError
+from genproc.imagesize import as_hw
 
 
 @dataclass
@@ -44,14 +44,6 @@ class UNetConfig:
             raise GenprocError(f"recipe field 'net.resample': expected avgpool|conv, got {self.resample!r}")
         if not 0 <= self.dropout < 1:
             raise GenprocError(f"recipe field 'net.dropout': expected a value in [0, 1), got {self.dropout}")
-
-
-def image_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """(H, W) of ``image_size``: an int (H = W) or a pair; one clear error otherwise."""
-    hw = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
-    if len(hw) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in hw):
-        raise GenprocError(f"recipe field 'data.image_size': expected a positive integer or [H, W], got {image_size!r}")
-    return int(hw[0]), int(hw[1])
 
 
 def level_embedding(k: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -143,7 +135,7 @@ class UNet(nn.Module):
         self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.inp = nn.Conv2d(image_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        skips, hw, cur = [ch], image_hw(image_size), ch
+        skips, hw, cur = [ch], as_hw(image_size), ch
         level_res = []  # shorter side min(h, w) of the feature map at each level (odd sides round up when pooled)
         for level, mult in enumerate(cfg.channel_mult):
             res = min(hw)
