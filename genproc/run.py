@@ -125,7 +125,8 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
         raise GenprocError(f"run dir not found: {run_dir} (expected a folder written by 'genproc train')")
     if weights not in ("ema", "model"):
         raise GenprocError(f"weights must be 'ema' or 'model', got {weights!r}")
-    path = ckpt.resolve_checkpoint(run_dir, None if checkpoint is None else str(checkpoint))
+    path = ckpt.resolve_checkpoint(run_dir, None if checkpoint is None else str(checkpoint),
+                                   files=(f"{weights}.safetensors",))  # only the weights it reads need be intact
     meta = ckpt.load_meta(path)
     recipe = recipe_from_dict(meta["recipe"])
     dev = pick_device(device, DistInfo())

@@ -104,7 +104,7 @@ def test_train_resumes_from_the_newest_intact_checkpoint_bit_exactly(tmp_path):
 def test_all_checkpoints_damaged_is_one_clear_error(tmp_path):
     run = tmp_path / "run"
     genproc.train(_recipe(max_steps=2), run, **QUIET)
-    _truncate(run / "checkpoints" / "step_00000002" / "model.safetensors")
+    _truncate(run / "checkpoints" / "step_00000002" / "ema.safetensors")  # the weights `sample` reads
     r = runner.invoke(app, ["sample", str(run)])
     warning, error = r.output.strip().splitlines()  # the damaged one named, then the one error line
     assert r.exit_code == 2 and warning.startswith("warning: checkpoint") and "falling back" not in warning
@@ -239,3 +239,14 @@ def test_a_file_system_error_in_any_command_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("genproc.engine.write_samples", denied)
     one_line_error(runner.invoke(app, ["sample", str(run), "--n", "2", "--out", str(tmp_path / "ro")]),
                    "cannot access", str(tmp_path / "ro"), "Permission denied")
+
+
+def test_sampling_needs_only_its_weights_intact_resuming_needs_all(tmp_path):
+    """A damaged state.pt (optimiser state) does not stop sampling from that checkpoint; resuming falls back."""
+    run = tmp_path / "run"
+    genproc.train(_recipe(max_steps=4), run, **QUIET)
+    _truncate(run / "checkpoints" / "step_00000004" / "state.pt")
+    assert genproc.load(run).step == 4 and (run / "checkpoints" / "step_00000004").is_dir()
+    logs: list[str] = []
+    genproc.train(_recipe(max_steps=4), run, max_steps=6, progress=False, log=logs.append)
+    assert any("state.pt has 100 bytes" in m for m in logs) and any("from step 2" in m for m in logs)

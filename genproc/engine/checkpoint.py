@@ -27,7 +27,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,23 +135,24 @@ def prune_checkpoints(ckpt_root: Path, keep: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def verify_checkpoint(ckpt: Path) -> str | None:
-    """Why checkpoint folder ``ckpt`` cannot be used (missing or unreadable meta.json, a data file missing, of the
-    wrong size or checksum), or None when it is intact. Checkpoints written before checksums were recorded are
-    checked for their files and readable safetensors headers."""
+def verify_checkpoint(ckpt: Path, files: Sequence[str] = FILES) -> str | None:
+    """Why checkpoint folder ``ckpt`` cannot be used (missing or unreadable meta.json, one of ``files`` missing, of the
+    wrong size or checksum), or None when it is intact. ``files``: the data files the caller will read (sampling
+    needs only its weights, resuming all three). Checkpoints written before checksums were recorded are checked for
+    their files and readable safetensors headers."""
     try:
         meta = json.loads((ckpt / "meta.json").read_text())
-        recipe, files = meta["recipe"], meta.get("files")
+        recipe, recorded = meta["recipe"], meta.get("files")
         int(meta["step"])
         if not isinstance(recipe, dict):
             return "meta.json has no recipe"
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"meta.json unreadable ({type(e).__name__}: {str(e)[:80]})"
-    for name in FILES:
+    for name in files:
         path = ckpt / name
         if not path.is_file():
             return f"{name} missing"
-        if files is None:  # an older checkpoint: no checksums, check what can be checked cheaply
+        if recorded is None:  # an older checkpoint: no checksums, check what can be checked cheaply
             if name.endswith(".safetensors"):
                 try:
                     with safe_open(str(path), framework="pt"):
@@ -159,7 +160,7 @@ def verify_checkpoint(ckpt: Path) -> str | None:
                 except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
                     return f"{name} unreadable ({str(e)[:80]})"
             continue
-        want = files.get(name, {})
+        want = recorded.get(name, {})
         size = path.stat().st_size
         if size != want.get("size"):
             return f"{name} has {size} bytes, meta.json says {want.get('size')}"
@@ -182,9 +183,10 @@ def set_aside(ckpt: Path) -> Path | None:
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None = None,
-                       warn: Callable[[str], Any] = _stderr_warning) -> Path:
+                       warn: Callable[[str], Any] = _stderr_warning, files: Sequence[str] = FILES) -> Path:
     """The verified checkpoint folder to load: ``checkpoint`` may be a path, a step number, or None for the newest
-    intact one (damaged newer ones are set aside with a one-line ``warn``). A damaged explicit checkpoint is an error."""
+    intact one (damaged newer ones are set aside with a one-line ``warn``). A damaged explicit checkpoint is an error.
+    ``files``: the data files that must be intact (see :func:`verify_checkpoint`)."""
     run_dir = Path(run_dir)
     if checkpoint is not None:
         p = Path(checkpoint)
@@ -193,12 +195,12 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None = None,
         if not p.is_dir():
             steps = [c.name for c in list_checkpoints(run_dir)]
             raise GenprocError(f"checkpoint '{checkpoint}' not found in {run_dir} (available: {', '.join(steps) or 'none'})")
-        if (why := verify_checkpoint(p)) is not None:
+        if (why := verify_checkpoint(p, files)) is not None:
             raise GenprocError(f"checkpoint {p} is damaged: {why}; choose another --checkpoint or none (the newest intact)")
         return p
     ckpts = list_checkpoints(run_dir)
     for i in range(len(ckpts) - 1, -1, -1):
-        why = verify_checkpoint(ckpts[i])
+        why = verify_checkpoint(ckpts[i], files)
         if why is None:
             return ckpts[i]
         moved = set_aside(ckpts[i])
