@@ -195,7 +195,7 @@ def test_user_process_evaluates_compares_and_analyses(tmp_path):
     recs = evaluate(fade, "fid,kid,nll", n=8, n_ref=16, batch_size=4, extractor=TINY_FE, cache_dir=tmp_path / "cache",
                     log=lambda *_: None)
     by = {r["metric"]: r for r in recs}
-    assert by["fid"]["value"] >= 0 and by["kid"]["value"] == by["kid"]["value"]
+    assert by["fid"]["value"] >= 0 and math.isfinite(by["kid"]["value"]) and by["kid"]["std"] is not None  # 8 of 16 refs
     assert by["nll"]["value"] == pytest.approx(8.0, abs=1e-12)  # its own bound: the uniform density, exactly 8 bits/dim
     assert by["nll"]["terms_nats"] == {"uniform": 0.0}
     # sampling-time settings of the user's process work like the built-ins'

@@ -6,7 +6,6 @@ import copy
 import errno
 import itertools
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -222,7 +221,21 @@ def test_kid_with_one_subset_says_so():
     rec = {"metric": "kid", "value": 0.5, "std": None, "kid_one_subset": True, "n_samples": 8,
            "reference": {"dataset": "digits", "split": "test", "size": 8}}
     assert "0.5000 (one subset)" in format_table([rec]) and "±" not in format_table([rec])
-    assert not math.isnan(rec["value"])
+
+
+def test_kid_on_the_whole_of_both_sets_is_recorded_as_one_subset(tmp_path):
+    """evaluate: 8 samples against 8 reference images make every KID subset the whole of both sets (std None,
+    printed "(one subset)"); 8 against 16 keep a spread."""
+    from test_metrics import TINY_FE
+
+    from genproc.metrics.evaluate import evaluate, format_table
+
+    run = genproc.train(_recipe(max_steps=2), tmp_path / "run", **QUIET)
+    kw = {"n": 8, "batch_size": 4, "extractor": TINY_FE, "cache_dir": tmp_path / "cache", "log": lambda *_: None}
+    (one,) = evaluate(run, "kid", n_ref=8, **kw)
+    (two,) = evaluate(run, "kid", n_ref=16, **kw)
+    assert one["kid_one_subset"] and one["std"] is None and "(one subset)" in format_table([one])
+    assert not two["kid_one_subset"] and two["std"] > 0 and "±" in format_table([two])
 
 
 def test_a_file_system_error_in_any_command_is_one_line(tmp_path, monkeypatch):
