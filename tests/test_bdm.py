@@ -79,7 +79,8 @@ def test_posterior_equals_brute_force_gaussian_conditioning_on_a_2x2_image():
 
 
 class _Oracle(torch.nn.Module):
-    """The exact ε of z_k when the data set is the single image x* (in [-1, 1])."""
+    """The exact target (ε, x or v, the process's ``prediction``) of z_k when the data set is the single image x* (in
+    [-1, 1]), written out from the definitions: ε = (z - V(α ⊙ u_x)) / σ; v = (α ε_u - σ u_x) / √(α² + σ²)."""
 
     def __init__(self, p: BDMProcess, x_star: torch.Tensor):
         super().__init__()
@@ -88,8 +89,14 @@ class _Oracle(torch.nn.Module):
     def forward(self, z, k):
         from genproc.processes.dct import dct2, idct2
 
-        mean = idct2((self.p.alpha(k, tuple(z.shape[-2:])) * dct2(self.x.expand_as(z)).double()).float())
-        return (z - mean) / self.p.sigma_of(k).float()
+        a, s = self.p.alpha(k, tuple(z.shape[-2:])), self.p.sigma_of(k)
+        u_x = dct2(self.x.expand_as(z)).double()
+        eps = (z - idct2((a * u_x).float())) / s.float()
+        if self.p.cfg.prediction == "eps":
+            return eps
+        if self.p.cfg.prediction == "x":
+            return self.x.expand_as(z)
+        return idct2(((a * dct2(eps).double() - s * u_x) / (a**2 + s**2).sqrt()).float())
 
 
 def test_no_blur_is_plain_gaussian_diffusion():
@@ -193,3 +200,45 @@ def test_oracle_elbo_on_a_one_image_data_set_has_its_closed_form():
     mass = bins.cdf(x.double() + 1 / 255) - bins.cdf(x.double() - 1 / 255)
     mass = torch.where(v == 0, bins.cdf(x.double() + 1 / 255), torch.where(v == 255, 1 - bins.cdf(x.double() - 1 / 255), mass))
     assert float(terms["L_0"][0]) == pytest.approx(float(-torch.log(mass).sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x", "v"])
+def test_every_parametrisation_with_its_oracle_reconstructs_the_image_and_has_zero_posterior_kl(prediction):
+    """For each ``prediction``, the oracle of a one-image data set: the ancestral chain and DDIM(η = 0) end at the
+    image, and every posterior KL of the ELBO is 0; the training target is the oracle's output at the same z."""
+    from genproc.engine.sampler import generate
+
+    p = _proc(prediction=prediction)
+    v = torch.round(torch.rand(1, 1, 4, 5, generator=torch.Generator().manual_seed(3)) * 255)
+    x_star = 2 * v / 255 - 1  # on the 8-bit grid, as the ELBO reads the data
+    net = _Oracle(p, x_star)
+    for q in (p, _proc(prediction=prediction, sampler="ddim", ddim_steps=6)):
+        out = generate(q, _Oracle(q, x_star), 3, shape=(1, 4, 5), seed=0, capture_every=-1).images
+        torch.testing.assert_close(out, ((x_star + 1) / 2).clamp(0, 1).expand(3, 1, 4, 5), atol=2e-4, rtol=0)
+    x0 = (x_star + 1) / 2
+    k = torch.tensor([1, 5, 13, 20])
+    eps = torch.randn(4, 1, 4, 5, generator=torch.Generator().manual_seed(4))
+    z, target = p.training_pair(x0.expand(4, -1, -1, -1), k, eps)
+    torch.testing.assert_close(target, net(z, k), atol=2e-5, rtol=1e-4)
+    terms = BDMELBO(p, levels=10_000).terms(net, (v + 0.5) / 256, SampleRNG(0, [0], 12))
+    assert float(terms["L_kl"][0]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_v_without_blur_is_the_usual_v_and_bounds_the_x_error():
+    """σ_B,max = 0 (α = a, a² + σ² = 1): the v target is a ε - σ x (Salimans & Ho's v). With blur, an error e in v̂
+    moves û_x by exactly σ̄ e per frequency (|σ̄| <= 1), while the same error in ε̂ moves it by σ / α e (up to ~10³)."""
+    p = _proc(sigma_blur_max=0.0, prediction="v")
+    x0 = torch.rand(2, 1, 3, 4, generator=torch.Generator().manual_seed(1))
+    eps = torch.randn(2, 1, 3, 4, generator=torch.Generator().manual_seed(2))
+    k = torch.tensor([3, 17])
+    _, v = p.training_pair(x0, k, eps)
+    a, s = p.a[k].float()[:, None, None, None], p.sigma[k].float()[:, None, None, None]
+    torch.testing.assert_close(v, a * eps - s * (2 * x0 - 1), atol=1e-5, rtol=1e-5)
+    pv, pe = _proc(sigma_blur_max=20.0, prediction="v", T=1000), _proc(sigma_blur_max=20.0, T=1000)
+    u_t, u_out = torch.randn(2, 1, 1, 8, 8, dtype=torch.float64)  # coefficients, in float64 to see the exact factor
+    e = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    e[..., 7, 7] = 1e-3  # an error in the highest frequency's output
+    for k in (200, 500, 800):
+        dx_v = (pv.predict(u_t, u_out + e, k)[0] - pv.predict(u_t, u_out, k)[0]).abs().max()
+        dx_e = (pe.predict(u_t, u_out + e, k)[0] - pe.predict(u_t, u_out, k)[0]).abs().max()
+        assert float(dx_v) <= 1e-3 * (1 + 1e-9) and float(dx_e) > 100 * 1e-3

@@ -11,8 +11,19 @@ Neumann Laplacian, the same basis as the heat operator), at time t = k / T for l
     α_t = a_t d_t                                                          per frequency
     q(z_t | x) = N(V(α_t ⊙ Vᵀ x), σ_t² I)                                 isotropic noise (so ε is the same in both bases)
 
-Level 0 is the data itself (α = 1, σ = 0). The network predicts ε (ε-parametrisation, L_simple). The reverse chain
-uses, per frequency, the Gaussian posterior q(u_s | u_t, x̂) with α_ts = α_t / α_s, σ²_ts = σ_t² - α_ts² σ_s²:
+Level 0 is the data itself (α = 1, σ = 0). ``prediction`` chooses what the network predicts (the loss is the squared
+error of that target, averaged over pixels; the DCT is orthonormal, so it is the same in either basis):
+
+    eps  ε (the paper's ε-parametrisation, L_simple):          û_x = (u_t - σ_t û_ε) / α_t
+    x    the data x:                                           û_ε = (u_t - α_t û_x) / σ_t
+    v    per frequency, with r = √(α_t² + σ_t²), ᾱ = α_t / r, σ̄ = σ_t / r and z̄ = u_t / r (so z̄ = ᾱ u_x + σ̄ ε):
+         v = ᾱ ε - σ̄ u_x (Salimans & Ho 2022, Sec. 4, taken per frequency; r = 1 without blur): û_x = ᾱ z̄ - σ̄ v̂,
+         û_ε = σ̄ z̄ + ᾱ v̂
+
+ε-prediction multiplies the network's error by σ_t / α_t in û_x, which reaches 10³ at the dissipation floor d_min
+(``docs/bdm_mnist_small``); with v the error in û_x is at most the error in v̂, at every frequency and level.
+The reverse chain uses, per frequency, the Gaussian posterior q(u_s | u_t, x̂) with α_ts = α_t / α_s,
+σ²_ts = σ_t² - α_ts² σ_s²:
 
     σ²_{t→s} = 1 / (1 / σ_s² + α_ts² / σ²_ts),   μ_{t→s} = σ²_{t→s} (α_ts / σ²_ts u_t + α_s / σ_s² û_x),
     û_x = (u_t - σ_t û_ε) / α_t,
@@ -40,6 +51,7 @@ from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_s
 from genproc.processes.dct import dct2, idct2, laplacian_eigenvalues
 from genproc.processes.rng import SampleRNG
 
+PREDICTIONS = ("eps", "x", "v")
 DELTA = 1e-8  # clip of the posterior's denominators (variances), as in the paper's pseudocode
 
 
@@ -54,6 +66,7 @@ class BDMConfig(ProcessConfig):
     ddim_steps: int = 50  # levels visited by DDIM
     eta: float = 0.0  # DDIM stochasticity (0: deterministic, 1: the ancestral posterior's variance)
     dct: str = "auto"  # auto | matmul | fft
+    prediction: str = "eps"  # eps | x | v: the network's target (a training-time choice)
     SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "dct")
 
     def validate(self) -> None:
@@ -71,6 +84,8 @@ class BDMConfig(ProcessConfig):
             raise GenprocError(f"recipe field 'process.ddim_steps': expected 1..T={self.T}, got {self.ddim_steps}")
         if self.eta < 0:
             raise GenprocError(f"recipe field 'process.eta': expected >= 0, got {self.eta}")
+        if self.prediction not in PREDICTIONS:
+            raise GenprocError(f"recipe field 'process.prediction': expected {'|'.join(PREDICTIONS)}, got {self.prediction!r}")
         if self.dct not in ("auto", "matmul", "fft"):
             raise GenprocError(f"recipe field 'process.dct': expected auto|matmul|fft, got {self.dct!r}")
 
@@ -139,8 +154,22 @@ class BDMProcess(ForwardProcess):
         return idct2((self.alpha(k, hw, x0.device) * u.double()).float(), self.cfg.dct) + self.sigma_of(k, x0.device).float() * eps
 
     def training_pair(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input z_k (:meth:`forward_marginal`), target ε (the paper's ε-parametrisation, L_simple)."""
-        return self.forward_marginal(x0, k, eps), eps
+        """Input z_k (:meth:`forward_marginal`), target ε, x = 2 x0 - 1 or V v (``prediction``)."""
+        z = self.forward_marginal(x0, k, eps)
+        if self.cfg.prediction == "eps":
+            return z, eps
+        if self.cfg.prediction == "x":
+            return z, 2 * x0 - 1
+        hw, dev = tuple(x0.shape[-2:]), x0.device
+        a, s = self._unit_scales(k, hw, dev)
+        u_x, u_e = dct2(2 * x0 - 1, self.cfg.dct).double(), dct2(eps, self.cfg.dct).double()
+        return z, idct2((a * u_e - s * u_x).float(), self.cfg.dct)
+
+    def _unit_scales(self, k: torch.Tensor | int, hw: tuple[int, int], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ᾱ, σ̄) = (α_k, σ_k) / √(α_k² + σ_k²) per frequency, float64 (the v-parametrisation's rotation)."""
+        a, s = self.alpha(k, hw, device), self.sigma_of(k, device)
+        r = (a**2 + s**2).sqrt()
+        return a / r, s / r
 
     # -- generation
     def prior(self, rng: SampleRNG, shape: tuple[int, int, int], data: Any = None) -> torch.Tensor:
@@ -153,17 +182,26 @@ class BDMProcess(ForwardProcess):
             return list(range(self.num_levels, 0, -1))
         return evenly_spaced_levels(self.num_levels, self.cfg.ddim_steps)
 
-    def predict_x(self, u_t: torch.Tensor, u_eps: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
-        """û_x = (u_t - σ_k û_ε) / α_k in the frequency basis (float64). u_t, u_eps: (B, C, H, W); k: int or (B,)."""
+    def predict(self, u_t: torch.Tensor, u_out: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(û_x, û_ε) in the frequency basis (float64) from the state u_t and the network's output u_out (both DCT
+        coefficients, (B, C, H, W)) at level k >= 1 (int or (B,)), for the config's ``prediction``."""
         hw, dev = tuple(u_t.shape[-2:]), u_t.device
-        return (u_t.double() - self.sigma_of(k, dev) * u_eps.double()) / self.alpha(k, hw, dev)
+        u_t, u_out = u_t.double(), u_out.double()
+        a, s = self.alpha(k, hw, dev), self.sigma_of(k, dev)
+        if self.cfg.prediction == "eps":
+            return (u_t - s * u_out) / a, u_out
+        if self.cfg.prediction == "x":
+            return u_out, (u_t - a * u_out) / s
+        a_bar, s_bar = self._unit_scales(k, hw, dev)
+        z_bar = u_t / (a**2 + s**2).sqrt()
+        return a_bar * z_bar - s_bar * u_out, s_bar * z_bar + a_bar * u_out
 
     def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
                      noise: torch.Tensor) -> torch.Tensor:
         """One step from level k to k_next: the ancestral posterior, or DDIM; into level 0, x̂ itself."""
         hw, dev = tuple(x.shape[-2:]), x.device
-        u_t, u_eps = dct2(x.float(), self.cfg.dct), dct2(net_out.float(), self.cfg.dct)
-        u_x = self.predict_x(u_t, u_eps, k)
+        u_t = dct2(x.float(), self.cfg.dct)
+        u_x, u_eps = self.predict(u_t, dct2(net_out.float(), self.cfg.dct), k)
         if k_next == 0:
             return idct2(u_x.float(), self.cfg.dct)
         c_t, c_x, var = self.posterior(k, k_next, hw, dev)
@@ -173,7 +211,7 @@ class BDMProcess(ForwardProcess):
         else:  # DDIM per frequency
             c = self.cfg.eta * var.sqrt()
             s2_s = self.sigma_of(k_next, dev) ** 2
-            u_s = self.alpha(k_next, hw, dev) * u_x + (s2_s - c**2).clamp_min(0).sqrt() * u_eps.double() + c * u_n
+            u_s = self.alpha(k_next, hw, dev) * u_x + (s2_s - c**2).clamp_min(0).sqrt() * u_eps + c * u_n
         return idct2(u_s.float(), self.cfg.dct)
 
     @property

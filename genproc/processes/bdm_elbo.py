@@ -5,7 +5,7 @@ Every term is a sum of independent per-frequency Gaussians in the DCT basis u = 
     -log P(x) <= L_T + sum_{k=2}^{T} L_{k-1} + L_0
     L_T     = KL(q(u_T | x) || N(0, I)),  q(u_T | x) = N(α_T ⊙ u_x, σ_T² I)
     L_{k-1} = E_q KL(q(u_{k-1} | u_k, x) || p(u_{k-1} | u_k)), both Gaussians with the posterior variance
-              σ²_{k→k-1} (:meth:`BDMProcess.posterior`); p's mean takes û_x from the network's ε̂
+              σ²_{k→k-1} (:meth:`BDMProcess.posterior`); p's mean takes û_x from the network's output
     L_0     = E_q -log p(x | z_1), a discretised Gaussian on the 8-bit bins (Ho et al. Eq. 13) with mean
               x̂ = V û_x(z_1) and std σ_1 / a_1 (the noise-to-signal ratio of level 1 at the DC frequency)
 
@@ -53,8 +53,8 @@ class BDMELBO:
         hw, dev = tuple(u_x.shape[-2:]), u_x.device
         eps = rng.randn(tuple(u_x.shape[1:])).double()  # isotropic: the same law in both bases
         u_t = p.alpha(k, hw, dev) * u_x + p.sigma_of(k, dev) * eps
-        eps_hat = net(idct2(u_t.float(), p.cfg.dct), k.to(dev)).float()
-        return u_t, p.predict_x(u_t, dct2(eps_hat, p.cfg.dct), k)
+        out = net(idct2(u_t.float(), p.cfg.dct), k.to(dev)).float()
+        return u_t, p.predict(u_t, dct2(out, p.cfg.dct), k)[0]
 
     @torch.no_grad()
     def terms(self, net: Net, x0: torch.Tensor, rng: SampleRNG) -> dict[str, torch.Tensor]:
