@@ -4,7 +4,7 @@
     run = genproc.train("recipes/quickstart.yaml")      # or a Recipe built in Python; returns a LoadedRun
     images = genproc.load("runs/quickstart").sample(16, seed=0).images
 
-``train``, ``load`` and ``LoadedRun`` are imported on first use (``genproc.api``), so ``import genproc`` stays light.
+``train``, ``load``, ``export`` and ``LoadedRun`` are imported on first use (``genproc.api``), so ``import genproc`` stays light.
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ from genproc.errors import GenprocError  # noqa: E402
 from genproc.recipe import DataConfig, Recipe, SampleConfig, TrainConfig, load_recipe  # noqa: E402
 
 if TYPE_CHECKING:
-    from genproc.api import LoadedRun, load, train
+    from genproc.api import LoadedRun, export, load, train
     from genproc.nets.unet import UNetConfig
+    from genproc.processes.bdm import BDMConfig
     from genproc.processes.blur import BlurConfig
     from genproc.processes.ddpm import DDPMConfig
     from genproc.processes.heat import HeatConfig
 
-__all__ = ["__version__", "BlurConfig", "DDPMConfig", "DataConfig", "GenprocError", "HeatConfig", "LoadedRun", "Recipe",
-           "SampleConfig", "TrainConfig", "UNetConfig", "load", "load_recipe", "train"]
+__all__ = ["__version__", "BDMConfig", "BlurConfig", "DDPMConfig", "DataConfig", "GenprocError", "HeatConfig", "LoadedRun", "Recipe",
+           "SampleConfig", "TrainConfig", "UNetConfig", "export", "load", "load_recipe", "train"]
 
-_LAZY = {"train": "genproc.api", "load": "genproc.api", "LoadedRun": "genproc.api", "HeatConfig": "genproc.processes.heat",
-         "BlurConfig": "genproc.processes.blur", "DDPMConfig": "genproc.processes.ddpm", "UNetConfig": "genproc.nets.unet"}
+_LAZY = {"train": "genproc.api", "load": "genproc.api", "export": "genproc.api", "LoadedRun": "genproc.api",
+         "HeatConfig": "genproc.processes.heat", "BlurConfig": "genproc.processes.blur", "DDPMConfig": "genproc.processes.ddpm",
+         "BDMConfig": "genproc.processes.bdm", "UNetConfig": "genproc.nets.unet"}
 
 
 def __getattr__(name: str) -> Any:

@@ -19,9 +19,9 @@ from genproc.engine.trainer import train as train_engine
 from genproc.engine.trainer import with_data_root
 from genproc.metrics.in_training import training_evaluator
 from genproc.recipe import Recipe, load_recipe, with_overrides
-from genproc.run import LoadedRun, load
+from genproc.run import LoadedRun, export, load
 
-__all__ = ["LoadedRun", "load", "train"]
+__all__ = ["LoadedRun", "export", "load", "train"]
 
 
 def train(recipe: str | Path | Recipe, run_dir: str | Path | None = None, *, data_root: str | None = None,

@@ -90,6 +90,23 @@ def sample(
     typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
 
 
+@app.command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'genproc train'."),
+    out: Path = typer.Argument(..., help="The released model's folder (a run dir holding EMA weights only)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
+    dtype: str = typer.Option("fp16", "--dtype", help="Weights dtype: fp16 (default), bf16 or fp32."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Training data, when the prior must be computed and the data moved."),
+) -> None:
+    """Release a trained model: EMA weights (fp16), the prior it needs (no data set to sample) and its recipe."""
+    with user_errors():
+        from genproc.run import export
+
+        path = export(run_dir, out, checkpoint=checkpoint, dtype=dtype, data_root=data_root, log=typer.echo)
+        size = sum(f.stat().st_size for f in path.iterdir())
+    typer.echo(f"released {run_dir} as {out} ({path.name}, {size / 2**20:.2f} MiB): genproc sample {out}")
+
+
 from genproc.cli_analyze import analyze_app  # noqa: E402
 from genproc.cli_compare import compare_command  # noqa: E402
 from genproc.cli_evaluate import evaluate_command  # noqa: E402

@@ -83,6 +83,7 @@ class TrainConfig:
     sample_every: int = 1000  # steps between sample grids / GIFs (0 = only at the end)
     checkpoint_every: int = 500  # steps between checkpoints
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
+    store_prior: bool = True  # store what the prior needs from the data in each checkpoint (IHDM: the KDE centres)
     eval_every: int = 0  # steps between in-training evaluations of the EMA model (0 = off), logged to metrics.jsonl
     eval_metrics: str = "fid"  # comma-separated, as 'genproc evaluate --metrics' (fid needs $GENPROC_INCEPTION_WEIGHTS offline)
     eval_n: int = 2000  # samples (fid/kid/prc) or test images (nll) per in-training evaluation

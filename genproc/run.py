@@ -41,6 +41,7 @@ class LoadedRun:
     data_root: str | None = None
     sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
     _data: Any = None
+    stored_prior: Any = None  # the prior rebuilt from the checkpoint's prior.safetensors (no data set needed), or None
 
     @property
     def data(self) -> Any:
@@ -63,8 +64,11 @@ class LoadedRun:
         return (d.channels, *d.image_hw)
 
     def prior_data(self) -> Any:
-        """The training set when the process's prior draws from it, else None."""
-        return self.data if self.process.needs_data_for_prior else None
+        """What the process's prior draws from: the checkpoint's stored prior when it has one, else the training set
+        (loaded on first use); None for priors that need no data."""
+        if not self.process.needs_data_for_prior:
+            return None
+        return self.stored_prior if self.stored_prior is not None else self.data
 
     def with_sampling(self, settings: Mapping[str, Any] | Sequence[str] = (), /, **kwargs: Any) -> LoadedRun:
         """The same trained network under other sampling-time settings, e.g. ``run.with_sampling(delta=0.02)`` (IHDM)
@@ -81,7 +85,9 @@ class LoadedRun:
         d = self.recipe.to_dict()
         d["process"].update(new)
         recipe = recipe_from_dict(d)
-        return replace(self, recipe=recipe, process=build_process(recipe.process), sampling={**self.sampling, **new})
+        process = build_process(recipe.process)
+        stored = None if self.stored_prior is None else process.prior_from_state(self.stored_prior.state())
+        return replace(self, recipe=recipe, process=process, sampling={**self.sampling, **new}, stored_prior=stored)
 
     def sample(self, n: int = 64, *, seed: int = 0, batch_size: int = 64, same_init: bool = False,
                share_noise: bool = False, capture_every: int = 0, precision: str | None = None, progress: bool = False,
@@ -136,4 +142,50 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
     except RuntimeError as e:
         raise GenprocError(f"weights in {path} do not fit the recipe's net: {str(e).splitlines()[0]}") from None
     net.to(dev).eval()
-    return LoadedRun(run_dir, recipe, build_process(recipe.process), net, int(meta["step"]), path, dev, data_root)
+    process = build_process(recipe.process)
+    return LoadedRun(run_dir, recipe, process, net, int(meta["step"]), path, dev, data_root,
+                     stored_prior=_stored_prior(process, path))
+
+
+def _stored_prior(process: ForwardProcess, path: Path) -> Any:
+    """The prior state stored in checkpoint ``path``, rebuilt by the process; None when there is none, or (with a
+    one-line warning: the training set is then read instead) when it is damaged."""
+    if not process.needs_data_for_prior or ckpt.PRIOR_FILE not in ckpt.recorded_files(path):
+        return None
+    if (why := ckpt.verify_checkpoint(path, (ckpt.PRIOR_FILE,))) is not None:
+        warnings.warn(f"stored prior of {path} is damaged ({why}); the prior reads the training set instead", stacklevel=3)
+        return None
+    return process.prior_from_state(ckpt.load_prior(path))
+
+
+EXPORT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | None = None, dtype: str = "fp16",
+           data_root: str | None = None, log: Any = print) -> Path:
+    """Write a released copy of a run: its EMA weights in ``dtype`` (fp16 | bf16 | fp32), the prior state its process
+    needs (computed from the training set when the checkpoint has none) and the recipe (``data.root`` cleared: a path
+    on this machine), as the run dir ``out_dir`` that :func:`load`, ``genproc sample``, ``evaluate`` and ``compare``
+    read with no training data. Returns the release's checkpoint folder."""
+    if dtype not in EXPORT_DTYPES:
+        raise GenprocError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    out_dir = Path(out_dir)
+    if ckpt.list_checkpoints(out_dir):
+        raise GenprocError(f"{out_dir} already holds a model; choose another output folder or remove it first")
+    run = load(run_dir, checkpoint=checkpoint, data_root=data_root, device="cpu")
+    prior = None
+    if run.process.needs_data_for_prior:
+        if run.stored_prior is None:
+            log(f"computing the stored prior from the training set ({run.recipe.data.name})")
+            run = replace(run, stored_prior=run.process.prior_from_state(run.process.prior_state(run.data)))
+        prior = run.stored_prior.state()
+    recipe = run.recipe.to_dict()
+    recipe["data"]["root"] = None
+    from genproc.recipe import recipe_to_yaml
+
+    try:
+        path = ckpt.export_checkpoint(run.checkpoint, out_dir, dtype=EXPORT_DTYPES[dtype], prior=prior, recipe=recipe)
+        (out_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe_from_dict(recipe)))
+    except OSError as e:
+        raise GenprocError(f"cannot write {out_dir}: {e.strerror or e} ({e.filename or out_dir})") from None
+    return path

@@ -145,6 +145,19 @@ def test_contract_members(name):
         terms = elbo.terms(lambda x, k: torch.zeros_like(x), x0, SampleRNG(0, range(6), 12))
         assert terms and all(v.shape == (6,) and v.dtype == torch.float64 and torch.isfinite(v).all() for v in terms.values())
         assert elbo.convention in ("dequantised", "discrete") and set(elbo.labels) >= set(terms)
+    # the stored prior: a process whose prior reads the data either stores nothing (None) or a state whose rebuilt
+    # object gives the same prior draws within 1e-3 (kde_prior.TOL) and the same ELBO within float tolerance
+    state = proc.prior_state(train)
+    if not proc.needs_data_for_prior:
+        assert state is None
+    elif state is not None:
+        stored = proc.prior_from_state(state)
+        assert len(stored) == len(train)
+        torch.testing.assert_close(proc.prior(SampleRNG(3, range(5), 1), (1, 8, 8), stored), p5, atol=1e-3, rtol=0)
+        if elbo is not None:
+            t2 = proc.elbo(stored, "cpu").terms(lambda x, k: torch.zeros_like(x), x0, SampleRNG(0, range(6), 12))
+            for key, v in terms.items():
+                torch.testing.assert_close(t2[key], v, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ALL)

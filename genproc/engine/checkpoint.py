@@ -5,7 +5,13 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``::
     model.safetensors   raw network weights
     ema.safetensors     EMA weights (used for sampling)
     state.pt            optimiser, grad-scaler and RNG state (loaded with weights_only=True)
+    prior.safetensors   (processes whose prior draws from the training set) what the prior needs, so that sampling
+                        needs no data set (``ForwardProcess.prior_state``)
     meta.json           step, resolved recipe, genproc version, time, and each file's size and sha256
+
+A *released* checkpoint (:func:`export_checkpoint`, ``genproc export``) holds only ``ema.safetensors`` (fp16 by
+default), ``prior.safetensors`` when the process has one, and a meta.json with ``"release"``: it samples and evaluates
+like a run, and refuses to resume training with one line.
 
 A checkpoint is written into ``.tmp-step_*`` and renamed into place once complete,
 so a crash mid-write leaves the previous checkpoint as the latest loadable one; a write that
@@ -40,6 +46,7 @@ from genproc.errors import GenprocError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # every checkpoint's data files, listed in meta.json
+PRIOR_FILE = "prior.safetensors"  # optional: the stored prior state
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -81,12 +88,28 @@ def save_checkpoint(
     state: dict[str, Any],
     recipe: dict[str, Any],
     keep: int = 3,
+    prior: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and prune all but the ``keep`` newest.
+    """Write checkpoint ``step`` atomically and prune all but the ``keep`` newest; ``prior``: the process's stored
+    prior state (``prior.safetensors``), if any.
 
     A failed write (ENOSPC, EACCES, ...) removes the temporary folder, leaves the previous checkpoints as they
     were and raises one GenprocError line naming the path and the cause."""
-    ckpt_root = Path(run_dir) / "checkpoints"
+    writers: dict[str, Callable[[Path], Any]] = {
+        "model.safetensors": lambda p: save_file(_state_dict(model), str(p)),
+        "ema.safetensors": lambda p: save_file(_state_dict(ema), str(p)),
+        "state.pt": lambda p: torch.save(state, p),
+    }
+    if prior is not None:
+        writers[PRIOR_FILE] = lambda p: save_file(prior, str(p))
+    final = _write_checkpoint(Path(run_dir) / "checkpoints", step, writers, {"recipe": recipe})
+    prune_checkpoints(final.parent, keep)
+    return final
+
+
+def _write_checkpoint(ckpt_root: Path, step: int, writers: dict[str, Callable[[Path], Any]], meta: dict[str, Any]) -> Path:
+    """Write the files ``writers`` (name -> function writing that path) and meta.json (``meta`` plus step, version,
+    time and each file's digest) into ``ckpt_root/step_XXXXXXXX`` atomically (see :func:`save_checkpoint`)."""
     final = ckpt_root / f"step_{step:08d}"
     tmp = ckpt_root / f".tmp-step_{step:08d}-{os.getpid()}"
     try:
@@ -94,11 +117,10 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        save_file(_state_dict(model), str(tmp / "model.safetensors"))
-        save_file(_state_dict(ema), str(tmp / "ema.safetensors"))
-        torch.save(state, tmp / "state.pt")
-        meta = {"step": step, "genproc_version": __version__, "time": time.time(), "recipe": recipe,
-                "files": {name: file_digest(tmp / name) for name in FILES}}
+        for name, write in writers.items():
+            write(tmp / name)
+        meta = {"step": step, "genproc_version": __version__, "time": time.time(), **meta,
+                "files": {name: file_digest(tmp / name) for name in writers}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -109,12 +131,34 @@ def save_checkpoint(
         _fsync_dir(ckpt_root)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        prev = list_checkpoints(run_dir)
+        prev = list_checkpoints(ckpt_root.parent)
         raise GenprocError(f"cannot write checkpoint {final}: {e.strerror or e} ({e.filename or tmp}); "
                            f"{'the previous checkpoint ' + prev[-1].name + ' is intact' if prev else 'no earlier checkpoint'}"
                            ) from None
-    prune_checkpoints(ckpt_root, keep)
     return final
+
+
+def export_checkpoint(src: Path, out_dir: str | Path, *, dtype: torch.dtype = torch.float16,
+                      prior: dict[str, torch.Tensor] | None = None, recipe: dict[str, Any] | None = None) -> Path:
+    """A released copy of checkpoint folder ``src`` in the run dir ``out_dir``: its EMA weights cast to ``dtype``
+    (floating tensors only), ``prior`` (the stored prior state) when given, and a meta.json with the recipe
+    (``recipe``, default ``src``'s) and ``"release"``: {source, step, dtype}. Returns the new checkpoint folder."""
+    meta = load_meta(src)
+    ema = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_weights(src, "ema").items()}
+    writers: dict[str, Callable[[Path], Any]] = {"ema.safetensors": lambda p: save_file(ema, str(p))}
+    if prior is not None:
+        writers[PRIOR_FILE] = lambda p: save_file(prior, str(p))
+    release = {"source": str(src), "step": int(meta["step"]), "dtype": str(dtype).removeprefix("torch."), "weights": "ema"}
+    return _write_checkpoint(Path(out_dir) / "checkpoints", int(meta["step"]), writers,
+                             {"recipe": recipe or meta["recipe"], "release": release})
+
+
+def is_release(ckpt: Path) -> bool:
+    """Whether checkpoint folder ``ckpt`` was written by :func:`export_checkpoint` (EMA weights only)."""
+    try:
+        return "release" in json.loads((ckpt / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -188,6 +232,11 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None = None,
     intact one (damaged newer ones are set aside with a one-line ``warn``). A damaged explicit checkpoint is an error.
     ``files``: the data files that must be intact (see :func:`verify_checkpoint`)."""
     run_dir = Path(run_dir)
+    for c in list_checkpoints(run_dir):
+        if is_release(c) and (lacking := [f for f in files if not (c / f).is_file()]):
+            raise GenprocError(f"{run_dir} is a released model (EMA weights only, 'genproc export'): it has no {lacking[0]}; "
+                               "it samples and evaluates, but cannot resume training or give its raw weights "
+                               f"(train a new run from {run_dir / 'recipe.yaml'})")
     if checkpoint is not None:
         p = Path(checkpoint)
         if not (p.is_dir() and (p / "meta.json").is_file()) and str(checkpoint).isdigit():
@@ -217,6 +266,23 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
         return json.loads((ckpt / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise GenprocError(f"checkpoint metadata {ckpt / 'meta.json'} is unreadable: {e}") from None
+
+
+def load_prior(ckpt: Path) -> dict[str, torch.Tensor] | None:
+    """The stored prior state of checkpoint folder ``ckpt`` (``prior.safetensors``), or None when it has none."""
+    path = ckpt / PRIOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise GenprocError(f"cannot read the stored prior {path}: {e}") from None
+
+
+def recorded_files(ckpt: Path) -> list[str]:
+    """The data files listed in ``ckpt``'s meta.json (the three of :data:`FILES` for checkpoints that list none)."""
+    files = load_meta(ckpt).get("files")
+    return list(files) if isinstance(files, dict) else list(FILES)
 
 
 def load_weights(ckpt: Path, which: str = "ema") -> dict[str, torch.Tensor]:

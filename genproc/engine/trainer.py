@@ -41,12 +41,12 @@ from genproc.seeding import derive_seed
 # Recipe keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.max_steps", "train.log_every", "train.sample_every",
                      "train.eval_every", "train.eval_metrics", "train.eval_n", "train.eval_split",
-                     "train.checkpoint_every", "train.keep_checkpoints", "train.device", "train.max_nonfinite_steps", "sample.n",
-                     "sample.batch_size", "sample.capture_every"}
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.store_prior", "train.device",
+                     "train.max_nonfinite_steps", "sample.n", "sample.batch_size", "sample.capture_every"}
 
 # In-training evaluation, passed in by the caller (the engine imports no metrics):
-# (step, EMA network in eval mode, process, training data) -> {metric name: value}.
-EvalCallback = Callable[[int, torch.nn.Module, ForwardProcess, Any], dict[str, float]]
+# (step, EMA network in eval mode, process, training data, stored prior or None) -> {metric name: value}.
+EvalCallback = Callable[[int, torch.nn.Module, ForwardProcess, Any, Any], dict[str, float]]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -129,6 +129,8 @@ class Trainer:
         self.sl = local_slice(tc.batch_size, info.rank, info.world_size)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.writer = None
+        self._prior: dict[str, torch.Tensor] | None = None
+        self._prior_source: Any = None
 
     # -- build / resume
     def resume(self) -> int:
@@ -236,8 +238,34 @@ class Trainer:
         if self.info.is_main:
             state = {"optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
             save_checkpoint(self.run_dir, step, self.net, self.ema.module, state, self.recipe.to_dict(),
-                                 self.recipe.train.keep_checkpoints)
+                            self.recipe.train.keep_checkpoints, prior=self.prior_state())
         barrier(self.info)
+
+    def prior_state(self) -> dict[str, torch.Tensor] | None:
+        """The process's stored prior (``prior.safetensors``: sampling the run needs no data set), computed from the
+        training set at the first checkpoint and kept; None when the process needs none or ``train.store_prior`` is
+        off."""
+        if not (self.recipe.train.store_prior and self.process.needs_data_for_prior):
+            return None
+        if self._prior is None:
+            t0 = time.time()
+            self._prior = self.process.prior_state(self.data)
+            self.log(f"stored prior: {len(self.data)} training images, {time.time() - t0:.1f} s "
+                     "(written into every checkpoint as prior.safetensors)")
+        return self._prior
+
+    def prior_data(self) -> Any:
+        """What the prior draws from: the stored prior when the run stores one (so the grids and evaluations during
+        training are those of ``genproc sample`` / ``evaluate`` on the checkpoint), else the training set; None when
+        the prior needs no data."""
+        if not self.process.needs_data_for_prior:
+            return None
+        state = self.prior_state()
+        if state is None:
+            return self.data
+        if self._prior_source is None:
+            self._prior_source = self.process.prior_from_state(state)
+        return self._prior_source
 
     def sample_grid(self, step: int) -> None:
         """samples/step_XXXXXXXX.png (+ .gif) and samples/latest.png from the EMA weights (rank 0)."""
@@ -246,7 +274,7 @@ class Trainer:
         r, d = self.recipe, self.recipe.data
         self.ema.module.eval()
         res = generate(self.process, self.ema.module, r.sample.n, shape=(d.channels, *d.image_hw),
-                       data=self.data if self.process.needs_data_for_prior else None, seed=r.seed,
+                       data=self.prior_data(), seed=r.seed,
                        batch_size=r.sample.batch_size, capture_every=r.sample.capture_every, device=self.device,
                        precision=r.train.precision)
         self.ema.module.train()
@@ -265,7 +293,8 @@ class Trainer:
         if self.info.is_main and self.eval_fn is not None:
             self.ema.module.eval()
             t0 = time.time()
-            values = self.eval_fn(step, self.ema.module, self.process, self.data)
+            prior = self.prior_data()
+            values = self.eval_fn(step, self.ema.module, self.process, self.data, None if prior is self.data else prior)
             self.ema.module.train()
             self._append({"step": step, "eval": values, "eval_n": self.recipe.train.eval_n,
                           "eval_seconds": time.time() - t0, "time": time.time()})

@@ -33,10 +33,10 @@ def training_evaluator(recipe: Recipe, run_dir: str | Path) -> EvalCallback:
     check_training_evaluation(recipe)
     tc = recipe.train
 
-    def evaluate_now(step: int, net: torch.nn.Module, process: ForwardProcess, data: Any) -> dict[str, float]:
+    def evaluate_now(step: int, net: torch.nn.Module, process: ForwardProcess, data: Any, prior: Any) -> dict[str, float]:
         device = next(net.parameters()).device
         run = LoadedRun(Path(run_dir), recipe, process, net, step, Path(run_dir) / "checkpoints" / f"step_{step:08d}",
-                        device, _data=data)
+                        device, _data=data, stored_prior=prior)
         recs = evaluate(run, tc.eval_metrics, n=tc.eval_n, split=tc.eval_split, seed=recipe.seed,
                         batch_size=recipe.sample.batch_size, log=lambda *_: None)
         return {r["metric"]: r["value"] for r in recs}

@@ -94,7 +94,7 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
         "term_labels": dict(elbo.labels),
         "dims": dims,
         "n_images": n,
-        "prior_size": len(run.data) if run.process.needs_data_for_prior else None,
+        "prior_size": len(run.prior_data()) if run.process.needs_data_for_prior else None,
         "dequantization": DEQUANTIZATION,
         "convention": elbo.convention,
         "convention_detail": elbo.convention_detail,

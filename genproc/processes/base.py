@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from genproc.errors import GenprocError
 from genproc.processes.rng import SampleRNG
 
 Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # net(x: (B, C, H, W), k: (B,) int64) -> (B, C, H, W)
@@ -110,8 +111,20 @@ class ForwardProcess(abc.ABC):
         """(B, C, H, W) starting states, row i from ``rng``'s stream i, on ``rng.device``; B = len(rng)
         (IHDM Sec. 3.2: the KDE F(t_K) x_train + delta eps; DDPM: N(0, I)).
 
-        shape: (C, H, W). data: the training set (an ImageDataset), given when ``needs_data_for_prior``.
+        shape: (C, H, W). data: given when ``needs_data_for_prior``: the training set (an ImageDataset), or the object
+        :meth:`prior_from_state` rebuilt from a checkpoint (a run that ships without its data).
         """
+
+    def prior_state(self, data: Any) -> dict[str, torch.Tensor] | None:
+        """What :meth:`prior` needs from the training set ``data``, as tensors small enough to store in a checkpoint
+        (``prior.safetensors``), or None when the prior needs no data (the default). IHDM: the KDE's centres
+        F(t_K) x_i as the DCT coefficients that survive (:mod:`genproc.processes.kde_prior`)."""
+        return None
+
+    def prior_from_state(self, state: dict[str, torch.Tensor]) -> Any:
+        """The ``data`` to pass to :meth:`prior` (and :meth:`elbo`) in place of the training set, from
+        :meth:`prior_state`'s tensors."""
+        raise GenprocError(f"process {self.label} stores no prior state")
 
     @abc.abstractmethod
     def reverse_levels(self) -> list[int]:

@@ -17,6 +17,7 @@ import torch
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
 from genproc.processes.dct import heat_forward
+from genproc.processes.kde_prior import KDECentres, compress_centres
 from genproc.processes.rng import SampleRNG
 
 
@@ -96,13 +97,29 @@ class HeatProcess(ForwardProcess):
     def prior(self, rng: SampleRNG, shape: tuple[int, int, int], data: Any = None) -> torch.Tensor:
         """Sec. 3.2: a sample of the KDE prior, F(t_K) x_train[i] + delta eps, one per rng stream.
 
-        data: the training set (get_batch(idx) -> (B, C, H, W) in [0, 1]). Returns (B, C, H, W) on rng.device.
+        data: the training set (get_batch(idx) -> (B, C, H, W) in [0, 1]) or its stored centres
+        (:class:`~genproc.processes.kde_prior.KDECentres`). Returns (B, C, H, W) on rng.device.
         """
         if data is None or len(data) == 0:
             raise GenprocError("the IHDM prior needs the training images (a KDE of blurred data); none were given")
         idx = rng.randint(len(data)).cpu()
-        x = data.get_batch(idx).to(rng.device)
-        return self.blur(x, self.num_levels) + self.cfg.delta * rng.randn(tuple(x.shape[1:]))
+        centre = self.prior_centres(data, idx).to(rng.device)
+        return centre + self.cfg.delta * rng.randn(tuple(centre.shape[1:]))
+
+    def prior_centres(self, data: Any, idx: torch.Tensor) -> torch.Tensor:
+        """The KDE's centres F(t_K) x_i for the indices idx (B,): read from stored centres, or blurred from the data."""
+        if isinstance(data, KDECentres):
+            return data.centres(idx)
+        return self.blur(data.get_batch(idx), self.num_levels)
+
+    def prior_state(self, data: Any) -> dict[str, torch.Tensor]:
+        """The centres F(t_K) x_i of every training image, compressed to the DCT coefficients that survive, every pixel
+        within :data:`genproc.processes.kde_prior.TOL` (:func:`~genproc.processes.kde_prior.compress_centres`)."""
+        shape = tuple(data[0].shape) if len(data) else (1, 1, 1)
+        return compress_centres(lambda idx: self.prior_centres(data, idx), len(data), shape, dct=self.cfg.dct).state()
+
+    def prior_from_state(self, state: dict[str, torch.Tensor]) -> KDECentres:
+        return KDECentres.from_state(state, self.cfg.dct)
 
     def reverse_levels(self) -> list[int]:
         """Alg. 2: k = K, K-1, ..., 1."""

@@ -57,7 +57,7 @@ class BlurredBank:
     def __init__(self, process: ForwardProcess, data: Any, device: torch.device, chunk: int = 1024,
                  max_bytes: int = 1 << 30):
         self.process, self.data, self.device, self.chunk = process, data, device, chunk
-        c, h, w = data[0].shape
+        c, h, w = self.process.prior_centres(data, torch.arange(1)).shape[1:]
         self.keep = len(data) * c * h * w * 4 <= max_bytes
         self._cache: list[torch.Tensor] | None = None
 
@@ -68,7 +68,7 @@ class BlurredBank:
         chunks = []
         for b0 in range(0, len(self.data), self.chunk):
             idx = torch.arange(b0, min(len(self.data), b0 + self.chunk))
-            m = self.process.blur(self.data.get_batch(idx).to(self.device), self.process.num_levels).flatten(1)  # (T, N)
+            m = self.process.prior_centres(self.data, idx).to(self.device).flatten(1)  # (T, N)
             if self.keep:
                 chunks.append(m)
             yield m
