@@ -197,6 +197,10 @@ def gradients_command(
                                        "comma-separated."),
     pixel: str | None = typer.Option(None, "--pixel", help="Output pixel ROW,COL or CHANNEL,ROW,COL drawn in the figure "
                                                               "(default: the center; statistics also use (0, H//4, W//4))."),
+    quantity: str = typer.Option("step", "--quantity", help="step: each model's noise-free step to the next level (the same "
+                                                            "quantity for every process); output: the raw network output."),
+    include_centre: bool = typer.Option(False, "--include-centre", help="Count the output pixel's own gradient in the radii "
+                                                                        "(default: left out, as in the symmetry score)."),
     batch_size: int = batch_size_option(),
     checkpoint: str | None = checkpoint_option(),
     data_root: str | None = data_root_option(),
@@ -206,7 +210,8 @@ def gradients_command(
     wider, less symmetric)."""
     res = run_analysis(run_dirs, lambda runs: gr.analyze_gradients(runs, out, n=n, seed=seed,
                                                                    fractions=gr.parse_fractions(fractions),
-                                                                   pixel=gr.parse_pixel(pixel), batch_size=batch_size),
+                                                                   pixel=gr.parse_pixel(pixel), batch_size=batch_size,
+                                                                   quantity=quantity, exclude_centre=not include_centre),
                        checkpoint=checkpoint, data_root=data_root)
     for lab, loc in res["locality"].items():
         keys = [gr.mass_key(m) for m in loc["masses"]]
@@ -214,7 +219,7 @@ def gradients_command(
                  + f", sym {gr.fmt_mean_std(t[gr.SYMMETRY], '.2f')}" for t in loc["by_fraction"]]
         means = ", ".join(f"{key} " + ("–" if v is None else f"{v:.2f}") for key, v in loc["means"].items())
         typer.echo(f"{lab}: gradient radii {'/'.join(keys)} (px, holding {'/'.join(f'{m:.0%}' for m in loc['masses'])} of the "
-                   f"|gradient| mass) and circular symmetry (0..1): {'; '.join(parts)}; mean {means}")
+                   f"|gradient| mass{'' if include_centre else ' off the pixel itself'}, of the {quantity}) and circular symmetry (0..1): {'; '.join(parts)}; mean {means}")
     typer.echo(f"wrote {out / 'gradients.png'}, {out / 'gradients.json'}")
 
 

@@ -166,10 +166,12 @@ def reference_symmetry(g: np.ndarray, i: int, j: int) -> float:
     return 1.0 - resid / energy
 
 
-def reference_measures(run_dir, n: int, seed: int, fractions, pixels) -> dict[str, np.ndarray]:
-    """r50, r90 and symmetry, each (F, P, N), from full per-image Jacobians (torch.autograd.functional.jacobian of the
-    net at the forward marginal of the first n training images, noise torch.randn(x0.shape) from ``seed``), the
-    radii by :func:`lattice_radius` and the symmetry by :func:`reference_symmetry`."""
+def reference_measures(run_dir, n: int, seed: int, fractions, pixels, quantity: str = "step",
+                       exclude_centre: bool = True) -> dict[str, np.ndarray]:
+    """r50, r90 and symmetry, each (F, P, N), from full per-image Jacobians (torch.autograd.functional.jacobian at the
+    forward marginal of the first n training images, noise torch.randn(x0.shape) from ``seed``) of the net or of the
+    noise-free reverse step to k - 1 (``quantity``), the radii by :func:`lattice_radius` (the output pixel's own
+    position dropped with ``exclude_centre``) and the symmetry by :func:`reference_symmetry`."""
     run = load(run_dir)
     x0 = run.data.get_batch(torch.arange(n)).float()
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
@@ -179,20 +181,27 @@ def reference_measures(run_dir, n: int, seed: int, fractions, pixels) -> dict[st
         k = max(1, min(K, math.floor(f * K + 0.5)))
         state = run.process.forward_marginal(x0, torch.full((n,), k, dtype=torch.long), eps)
         for b in range(n):
-            jac = torch.autograd.functional.jacobian(lambda x, k=k: run.net(x, torch.full((1,), k, dtype=torch.long)),
-                                                     state[b:b + 1])  # (1, C, H, W, 1, C, H, W)
+            def f(x, k=k):
+                out = run.net(x, torch.full((1,), k, dtype=torch.long))
+                return out if quantity == "output" else run.process.reverse_step(x, out, k, k - 1, torch.zeros_like(x))
+
+            jac = torch.autograd.functional.jacobian(f, state[b:b + 1])  # (1, C, H, W, 1, C, H, W)
             for pi, (c, i, j) in enumerate(pixels):
                 g = jac[0, c, i, j, 0].double().numpy()  # (C, H, W): d out[c, i, j] / d input
                 mass = np.abs(g).sum(0)
-                pts = [(math.hypot(a - i, bb - j), float(mass[a, bb])) for a in range(g.shape[1]) for bb in range(g.shape[2])]
+                pts = [(math.hypot(a - i, bb - j), float(mass[a, bb])) for a in range(g.shape[1]) for bb in range(g.shape[2])
+                       if not (exclude_centre and (a, bb) == (i, j))]
                 out["r50"][fi, pi, b], out["r90"][fi, pi, b] = lattice_radius(pts, 0.5), lattice_radius(pts, 0.9)
                 out["symmetry"][fi, pi, b] = reference_symmetry(g, i, j)
     return out
 
 
-def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
+@pytest.mark.parametrize("options", [(), ("--quantity", "output", "--include-centre")])
+def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path, options):
+    """Every image's radii and symmetry against the reference from full Jacobians, for the default measure (the
+    reverse step, centre left out) and the raw network output with the centre counted."""
     out = tmp_path / "grads"
-    r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4")
+    r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4", *options)
     assert "ihdm: gradient radii r50/r90 (px, holding 50%/90%" in r.output and "ddpm:" in r.output and "sym " in r.output
     assert (out / "gradients.png").stat().st_size > 0
     js = json.loads((out / "gradients.json").read_text())
@@ -205,7 +214,8 @@ def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
     for lab, key_dir in (("ihdm", "heat"), ("ddpm", "ddpm")):
         rows = js["locality"][lab]["by_fraction"]
         assert [row["fraction"] for row in rows] == fractions
-        ref = reference_measures(tiny_runs_no_ema[key_dir], 4, 0, fractions, [(0, 3, 4), (0, 2, 2)])
+        ref = reference_measures(tiny_runs_no_ema[key_dir], 4, 0, fractions, [(0, 3, 4), (0, 2, 2)],
+                                 "output" if options else "step", not options)
         for key in ("r50", "r90", "symmetry"):
             for fi, row in enumerate(rows):  # every image's number against the per-image Jacobian reference
                 for pi, p in enumerate(("0,3,4", "0,2,2")):
@@ -216,6 +226,8 @@ def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path):
                 assert row[key]["std"] == pytest.approx(ref[key][fi].std(), rel=1e-4, abs=1e-6)
             assert js["summary"][lab][key] == pytest.approx(ref[key].mean(), rel=1e-4, abs=1e-6)
         assert np.all(ref["r50"] <= ref["r90"])
+        if not options:
+            assert np.all(ref["r50"] >= 1)  # the pixel itself is left out
 
 
 def test_gradient_locality_summary(tiny_runs_no_ema):
@@ -235,3 +247,33 @@ def test_gradients_command_errors(tiny_runs_no_ema, tmp_path):
     analyze_errors("gradients", tmp_path / "o", ([tmp_path / "nope"], "run dir not found"), ([heat, "--pixel", "9,9"], "outside"),
                    ([heat, "--pixel", "1,2,3,4"], "--pixel"), ([heat, "--fractions", "0.5,2"], "--fractions"),
                    ([heat, "--n", "0"], "--n"))
+
+
+def test_radii_without_the_centre_and_the_step_quantity_in_closed_form():
+    """A map with its mass on the pixel and a ring at distance 2: r50 is 0 with the centre, 2 without. The IHDM step
+    x + f(x) of a convolution net has gradient map kernel + the identity (1 at the pixel); DDPM's noise-free step from
+    ε̂ = conv(x) is (identity - β_t/√(1 - ᾱ_t) kernel) / √(1 - β_t) (Ho et al. Eq. 11)."""
+    g = torch.zeros(9, 9)
+    g[4, 4] = 10.0
+    g[2, 4] = g[6, 4] = g[4, 2] = g[4, 6] = 1.0
+    assert locality_radii(g, (4, 4), (0.5,)) == (0.0,)
+    assert locality_radii(g, (4, 4), (0.5,), exclude_centre=True) == (2.0,)
+    from genproc.processes.ddpm import DDPMConfig, DDPMProcess
+    from genproc.processes.heat import HeatConfig, HeatProcess
+
+    kernel = gauss(2, 1.0) * 0.01
+    heat = SimpleNamespace(**vars(conv_run(kernel)), process=HeatProcess(HeatConfig(K=5)))
+    gs = input_gradients(heat, torch.rand(1, 1, 9, 9), 3, [(0, 4, 4)], quantity="step")[0, 0, 0]
+    want = torch.zeros(9, 9)
+    want[2:7, 2:7] = kernel.float()
+    want[4, 4] += 1
+    torch.testing.assert_close(gs, want)
+    p = DDPMProcess(DDPMConfig(T=20))
+    ddpm = SimpleNamespace(**vars(conv_run(kernel)), process=p)
+    t = 10
+    gd = input_gradients(ddpm, torch.rand(1, 1, 9, 9), t, [(0, 4, 4)], quantity="step")[0, 0, 0]
+    beta, abar = float(p.betas[t]), float(p.alpha_bar[t])
+    want = torch.zeros(9, 9)
+    want[2:7, 2:7] = -beta / math.sqrt(1 - abar) * kernel.float()
+    want[4, 4] += 1
+    torch.testing.assert_close(gd, want / math.sqrt(1 - beta))

@@ -6,7 +6,16 @@ are wider and more irregular. Conventions (also in ``gradients.json`` under ``"s
 
 - **State**: x is the forward-process state of real data images at level k, ``process.forward_marginal(x0, k, eps)``
   (IHDM: F(t_k) x0 + sigma eps in [0, 1] units; DDPM: sqrt(ab) (2 x0 - 1) + sqrt(1 - ab) eps), exactly at its level and
-  cheap (no sampling); the network output is IHDM's residual f(u_k, k) or DDPM's epsilon. Gradients in fp32, eval mode.
+  cheap (no sampling). Gradients in fp32, eval mode.
+- **Quantity** (``quantity``): ``"step"`` (the default) differentiates each model's one-step estimate of the state
+  one level less blurred / noisy, ``process.reverse_step(x, net(x, k), k, k - 1, 0)`` with no noise (IHDM: the mean
+  x + f(x, k) of Eq. 8; DDPM: the posterior mean from ε̂; BDM: its per-frequency posterior mean), the same kind of
+  quantity for every process; ``"output"`` differentiates the raw network output (IHDM's residual f, DDPM's ε̂), which
+  is not comparable across parametrisations: ε̂ carries an identity-like term (at t = 900 half a DDPM map's mass sits
+  on the pixel itself).
+- **Centre** (``exclude_centre``, default True): the radii leave out the output pixel's own position (all channels), as
+  the symmetry score does, so that the identity part of a step (x itself, or ε̂'s dependence on its own pixel) does
+  not count as locality: r_m is then where m of the *other* pixels' |gradient| mass lies.
 - **Levels**: a fraction ``frac`` of the chain is level k = round(frac K), at least 1, with K the process's number of
   levels ``process.num_levels`` (IHDM's K, DDPM's T): frac 1 is the prior end, 0 the data, so fractions
   0.9, 0.5, 0.1, 0.02 are early to late
@@ -54,14 +63,22 @@ Pixel = tuple[int, int, int]  # (channel, row, column) of an output pixel
 # ------------------------------------------------------------------ gradients, radii and symmetry
 
 
-def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel]) -> torch.Tensor:
-    """Gradients of the network output at each pixel (c, i, j) w.r.t. its input ``x`` at level ``k``.
+QUANTITIES = ("step", "output")
 
-    run: anything with ``.net(x, k)`` (x (N, C, H, W), k (N,) int64) and ``.device``; x: (N, C, H, W) model state.
+
+def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel], quantity: str = "output") -> torch.Tensor:
+    """Gradients of the network output (``quantity="output"``), or of the noise-free reverse step from level k to
+    k - 1 built on it (``"step"``: ``run.process.reverse_step(x, net(x, k), k, k - 1, 0)``), at each pixel (c, i, j)
+    w.r.t. the state ``x`` at level ``k``.
+
+    run: anything with ``.net(x, k)`` (x (N, C, H, W), k (N,) int64) and ``.device`` (and ``.process`` for "step");
+    x: (N, C, H, W) model state.
     The output is summed over the batch before differentiating, which gives every image's own map (the images are
     independent in the net: GroupNorm and attention act within an image). Returns (P, N, C, H, W) float32 on CPU:
     [p, b] = d net(x, k)[b, c_p, i_p, j_p] / d x[b].
     """
+    if quantity not in QUANTITIES:
+        raise GenprocError(f"gradient quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
     n, c, h, w = x.shape
     for p in pixels:
         if len(p) != 3 or not (0 <= p[0] < c and 0 <= p[1] < h and 0 <= p[2] < w):
@@ -72,6 +89,8 @@ def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel]) 
     grads = []
     with torch.enable_grad():
         out = run.net(xx, kk).float()
+        if quantity == "step":
+            out = run.process.reverse_step(xx, out, int(k), int(k) - 1, torch.zeros_like(xx)).float()
         for idx, (pc, pi, pj) in enumerate(pixels):
             (g,) = torch.autograd.grad(out[:, pc, pi, pj].sum(), xx, retain_graph=idx < len(pixels) - 1)
             grads.append(g.detach().cpu())
@@ -94,9 +113,10 @@ def _as_map(grad_map: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def locality_radii(grad_map: torch.Tensor | np.ndarray, center: Sequence[int],
-                   masses: Sequence[float] = MASSES) -> tuple[float, ...]:
+                   masses: Sequence[float] = MASSES, exclude_centre: bool = False) -> tuple[float, ...]:
     """For each m in ``masses``, the smallest radius r (pixels, Euclidean from ``center``) whose disc holds m of the
-    total |gradient|, all from one sorted cumulative mass.
+    total |gradient|, all from one sorted cumulative mass; with ``exclude_centre`` the centre pixel's own mass is left
+    out of both (so r >= 1).
 
     grad_map: (C, H, W) or (H, W); |values| are summed over channels. center: (i, j) or (c, i, j) (the last two are
     used). Each r is one of the pixel distances (0, 1, sqrt 2, 2, ...); a disc includes the pixels at distance exactly
@@ -107,6 +127,8 @@ def locality_radii(grad_map: torch.Tensor | np.ndarray, center: Sequence[int],
         raise GenprocError(f"locality masses must be in (0, 1], got {masses}")
     g = np.abs(_as_map(grad_map)).sum(0)  # (H, W)
     ci, cj = int(center[-2]), int(center[-1])
+    if exclude_centre:
+        g[ci, cj] = 0.0
     total = g.sum()
     if not np.isfinite(total) or total <= 0:
         return tuple(float("nan") for _ in masses)
@@ -177,9 +199,9 @@ def default_pixels(c: int, h: int, w: int) -> list[Pixel]:
 
 def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                       pixels: Sequence[Pixel] | None = None, masses: Sequence[float] = MASSES, batch_size: int = 64,
-                      keep_maps: bool = True) -> dict[str, Any]:
+                      keep_maps: bool = True, quantity: str = "step", exclude_centre: bool = True) -> dict[str, Any]:
     """Input gradients, locality radii and circular symmetry of ``run`` at each fraction of its chain, on its first
-    ``n`` training images.
+    ``n`` training images (``quantity`` and ``exclude_centre``: see the module docstring).
 
     Returns {"num_levels", "image_size" (H = W, or [H, W] when H != W), "pixels": [P], "fractions": [F], "levels": [F], "masses": [M],
     "measures": {"r50": (F, P, N) pixels, "r90": (F, P, N) pixels (one per mass, :func:`mass_key`), "symmetry": (F, P, N)
@@ -209,17 +231,18 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
         for b0 in range(0, nimg, batch_size):
             xb, eb = x0[b0:b0 + batch_size].to(run.device), eps[b0:b0 + batch_size].to(run.device)
             state = run.process.forward_marginal(xb, torch.full((xb.shape[0],), k, dtype=torch.long), eb)
-            g = input_gradients(run, state, k, pixels)  # (P, B, C, H, W)
+            g = input_gradients(run, state, k, pixels, quantity)  # (P, B, C, H, W)
             for pi, p in enumerate(pixels):
                 for b, gm in enumerate(g[pi], start=b0):
-                    for key, r in zip(keys, locality_radii(gm, p[1:], masses)):
+                    for key, r in zip(keys, locality_radii(gm, p[1:], masses, exclude_centre)):
                         measures[key][fi, pi, b] = r
                     measures[SYMMETRY][fi, pi, b] = circular_symmetry(gm, p[1:])
             if keep_maps and b0 == 0:
                 maps.append(g[:, 0])
                 states.append(run.process.to_image(state[:1]).cpu()[0])
     means = {key: float(np.nanmean(v)) if np.isfinite(v).any() else None for key, v in measures.items()}
-    out = {"num_levels": int(run.process.num_levels), "image_size": int(h) if h == w else [int(h), int(w)], "pixels": pixels,
+    out = {"quantity": quantity, "exclude_centre": bool(exclude_centre),
+           "num_levels": int(run.process.num_levels), "image_size": int(h) if h == w else [int(h), int(w)], "pixels": pixels,
            "fractions": [float(f) for f in fractions], "levels": levels, "masses": masses, "measures": measures, "means": means}
     if keep_maps:
         out.update(maps=torch.stack(maps).numpy(), states=torch.stack(states).numpy())
@@ -318,7 +341,7 @@ def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
 
 def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed: int = 0,
                       fractions: Sequence[float] = DEFAULT_FRACTIONS, pixel: Pixel | None = None,
-                      batch_size: int = 64) -> dict[str, Any]:
+                      batch_size: int = 64, quantity: str = "step", exclude_centre: bool = True) -> dict[str, Any]:
     """Write ``out/gradients.png`` and ``out/gradients.json``; returns the JSON payload.
 
     Per run and fraction, the locality radii r50 and r90 (pixels) and the circular symmetry ([0, 1]), mean ± std over
@@ -333,7 +356,8 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
         pixels = default_pixels(*run.image_shape)
         if pixel is not None:
             pixels = [tuple(pixel), *[p for p in pixels[1:] if p != tuple(pixel)]]
-        res = compute_gradients(run, n=n, seed=seed, fractions=fractions, pixels=pixels, batch_size=batch_size)
+        res = compute_gradients(run, n=n, seed=seed, fractions=fractions, pixels=pixels, batch_size=batch_size,
+                                quantity=quantity, exclude_centre=exclude_centre)
         res["table"] = locality_table(res)
         locality[lab] = res
     out = Path(out)
@@ -342,10 +366,14 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
                "settings": {"n": n, "seed": seed, "fractions": list(fractions), "masses": list(MASSES),
                             "linthresh_rel": LINTHRESH_REL,
                             "state": "forward-process state u_k = forward_marginal(x0, k, eps) of the first n training images",
+                            "quantity": quantity + (": the noise-free reverse step reverse_step(u_k, net(u_k, k), k, k - 1, 0)"
+                                                    if quantity == "step" else ": the raw network output net(u_k, k)"),
+                            "exclude_centre": exclude_centre,
                             "levels": "k = round(fraction * K), K = the process's number of levels (IHDM K, DDPM T); "
                                       "1 = prior end",
                             "radius": "r50, r90: smallest Euclidean radius (pixels) holding 0.5, 0.9 of the |gradient| "
-                                      "mass, summed over input channels",
+                                      "mass, summed over input channels"
+                                      + (", the output pixel's own position left out" if exclude_centre else ""),
                             "symmetry": "1 - ||g - g_rad||^2 / ||g||^2 over the largest disc around the output pixel that "
                                         "fits in the image, g the signed map per input channel, g_rad its mean over rings of "
                                         "equal rounded distance (1 = circularly symmetric, ~0 = no radial structure)"},
