@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from genproc.cli_common import old_flag, sampling_option, user_errors
+from genproc.errors import GenprocError
 
 
 def split_runs(args: list[str], runs: list[str]) -> tuple[list[str], list[str]]:
@@ -44,6 +45,7 @@ def compare_command(
     scale: str = typer.Option("small", "--scale", help="small: <process>_<dataset>_small.yaml (CPU, default data set mnist); paper: each process's GPU-scale recipe for the data set, e.g. ihdm_cifar.yaml (default data set cifar10)."),
     recipe: Optional[list[Path]] = typer.Option(None, "--recipe", help="Explicit recipe files, one per process in the same order (repeatable); instead of --scale."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples, grids, dequantisation and ELBO noise (shared by all processes)."),
+    more_seeds: str = typer.Option("", "--more-seeds", help="Further sample seeds for fid/kid/prc, comma-separated (e.g. 1,2): the table shows the range over seeds."),
     grid: int = typer.Option(16, "--grid", help="Samples in each process's grid (also timed for sample img/s)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass in evaluation (does not change the results)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache for FID/KID."),
@@ -57,9 +59,13 @@ def compare_command(
             typer.echo(msg, err=True)
 
         names, run_dirs = split_runs(processes, runs or [])
+        try:
+            extra_seeds = [int(v) for v in more_seeds.split(",") if v.strip()]
+        except ValueError:
+            raise GenprocError(f"--more-seeds expects comma-separated integers, e.g. 1,2; got {more_seeds!r}") from None
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
-                         extractor=extractor, cache_dir=cache_dir, seed=seed, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, scale=scale, recipe_paths=recipe,
+                         extractor=extractor, cache_dir=cache_dir, seed=seed, more_seeds=extra_seeds, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, scale=scale, recipe_paths=recipe,
                          progress=sys.stderr.isatty(), log=log)
     typer.echo(report["table"])
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")

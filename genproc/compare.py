@@ -115,11 +115,18 @@ class Entry:
     sample_seconds: float
     row: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    more_records: list[list[dict[str, Any]]] = field(default_factory=list)  # the sample metrics at each further seed
 
 
 def measure_metrics(e: Entry) -> dict[str, Any]:
-    """The evaluation values, KID std, NLL std. error and bits/dim convention (as in the NLL record)."""
+    """The evaluation values, KID std, NLL std. error and bits/dim convention (as in the NLL record); with further
+    sample seeds, each sample metric's value per seed ("<metric>_by_seed", the first seed's first) and their mean
+    ("<metric>_mean"); the table shows the first seed's value and the range over seeds."""
     row: dict[str, Any] = {r["metric"]: r["value"] for r in e.records}
+    for metric in [r["metric"] for r in e.records if e.more_records]:
+        values = [row[metric]] + [r["value"] for recs in e.more_records for r in recs if r["metric"] == metric]
+        if len(values) > 1:
+            row[f"{metric}_by_seed"], row[f"{metric}_mean"] = values, sum(values) / len(values)
     for r in e.records:
         if r["metric"] == "kid":
             row.update(kid_std=r["std"], kid_one_subset=r.get("kid_one_subset", False))
@@ -159,16 +166,24 @@ _pair = lambda a, b: lambda r: "–" if r.get(a) is None else f"{r[a]:.2f} / {r[
 _num = lambda key, fmt: lambda row: "–" if row.get(key) is None else format(row[key], fmt)  # noqa: E731 - a column
 MEASURES: list[Callable[[Entry], dict[str, Any]]] = [measure_metrics, measure_run, measure_interpolation, measure_gradients]
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-    ("process", lambda r: r.get("label", r["process"])), ("FID", _num("fid", ".2f")),
+    ("process", lambda r: r.get("label", r["process"])),
+    ("FID", lambda r: "–" if r.get("fid") is None else f"{r['fid']:.2f}" + seed_range(r.get("fid_by_seed"), ".2f")),
     ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f}" + kid_spread(r.get("kid_std"), r.get("kid_one_subset"))),
     ("NLL bits/dim", lambda r: "–" if r.get("nll") is None else f"{r['nll']:.3f} ({r['nll_convention']})"),
     ("train img/s", _num("train_img_s", ".1f")), ("sample img/s", _num("sample_img_s", ".2f")),
-    ("sampling steps", _num("sampling_steps", "d")), ("params", _num("params", ",")),
+    ("network calls / image", _num("sampling_steps", "d")), ("params", _num("params", ",")),
     ("budget steps", _num("budget_steps", "d")),
     ("interp. jump ratio px / shape", _pair("jump_ratio_mean", "jump_ratio_shape_mean")),
     ("interp. path ratio px / shape", _pair("path_ratio_mean", "path_ratio_shape_mean")),
     ("grad. r50 / r90 px", _pair("grad_r50", "grad_r90")), ("grad. symmetry", _num("grad_symmetry", ".2f")),
 ]
+
+
+def seed_range(values: Sequence[float] | None, fmt: str) -> str:
+    """' (lo–hi over S seeds)' for the values of a metric at several sample seeds, else ''."""
+    if not values or len(values) < 2:
+        return ""
+    return f" ({min(values):{fmt}}–{max(values):{fmt}} over {len(values)} seeds)"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -220,7 +235,7 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             budget: int | None = None, n: int = 1000, metrics: str = "fid,kid,nll", out: str | Path = "compare",
             data_root: str | None = None, overrides: Sequence[str] = (), recipes_dir: str | Path | None = None,
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
-            seed: int = 0, grid_n: int = 16, batch_size: int = 64,
+            seed: int = 0, more_seeds: Sequence[int] = (), grid_n: int = 16, batch_size: int = 64,
             sampling: dict[str, Any] | Sequence[str] = (), n_ref: int | None = None, scale: str = "small",
             recipe_paths: Sequence[str | Path] | None = None, progress: bool = False,
             log: Callable[[str], Any] = print) -> dict[str, Any]:
@@ -230,7 +245,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     e.g. ``compare(["ihdm", "ddpm", "bdm"], "cifar10", scale="paper")``); recipe_paths: explicit recipes, one per name.
     names: registered process names or aliases. sampling: sampling-time settings ({"sampler": "ddim"} or
     ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only DDPM); one that
-    fits no run is an error."""
+    fits no run is an error. more_seeds: further sample seeds at which the sample metrics (fid, kid, prc) are evaluated
+    again, so the table shows their spread (NLL, the grids and the analyses use ``seed``)."""
     from genproc.api import train
     from genproc.metrics import evaluate, parse_metrics
     from genproc.metrics.fidelity import FIDELITY_METRICS
@@ -269,11 +285,19 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         recs = evaluate(run, metric_list, n=n, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
                         extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir, progress=progress,
                         log=log)
+        more = []
+        for s in more_seeds:
+            sample_metrics = [m for m in metric_list if m in FIDELITY_METRICS]
+            log(f"== {name}: evaluating {', '.join(sample_metrics)} on {n} samples (seed {s})")
+            more.append(evaluate(run, sample_metrics, n=n, n_ref=n_ref, seed=s, batch_size=batch_size, data_root=data_root,
+                                 extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir,
+                                 progress=progress, log=log) if sample_metrics else [])
         run.prior_data()  # load the prior's data (if any) before timing the sampler
         t0 = time.perf_counter()
         res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
-        entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed))
-    return write_report(entries, out, {"budget_steps": budget, "n": n, "n_ref": n_ref, "seed": seed, "metrics": metric_list,
+        entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed, more_records=more))
+    return write_report(entries, out, {"budget_steps": budget, "n": n, "n_ref": n_ref, "seed": seed,
+                                       "more_seeds": list(more_seeds), "metrics": metric_list,
                                        "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
 
 
@@ -285,7 +309,8 @@ def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> d
     files = {k: v for fig in FIGURES for k, v in fig(entries, out).items()}
     rows = [e.row for e in entries]
     report = {"dataset": entries[0].run.recipe.data.name, **settings, "columns": [h for h, _ in COLUMNS], "rows": rows,
-              "table": markdown_table(rows), "records": {e.name: e.records for e in entries}, "files": files,
+              "table": markdown_table(rows), "records": {e.name: e.records for e in entries},
+              "records_more_seeds": {e.name: e.more_records for e in entries if e.more_records}, "files": files,
               "genproc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "report.md").write_text(report_markdown(report, entries))
@@ -299,7 +324,9 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
     return "\n".join([
         f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
-        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}; "
+        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}"
+        + (f" (sample metrics also at seeds {', '.join(map(str, report['more_seeds']))})" if report.get("more_seeds") else "")
+        + "; "
         f"genproc {report['genproc_version']}, {report['created']}.",
         *[f"Sampling settings changed for {k}: {', '.join(f'{a}={b}' for a, b in v.items())}."
           for k, v in report.get("sample_overrides", {}).items() if v],

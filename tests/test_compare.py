@@ -91,6 +91,23 @@ def test_runs_with_fid_kid_standin_extractor(compared, tmp_path):
     assert rep["n_ref"] == 16 and all(r["reference"]["size"] == 16 for recs in rep["records"].values() for r in recs)
     assert all(row["fid"] >= 0 and "kid_std" in row and "nll" not in row for row in rows)
     assert "| IHDM | " in r.output and "| – |" in r.output  # the table is printed; NLL not measured
+    # --more-seeds: the sample metrics again at seed 1, each value the evaluate record of that seed
+    out2 = tmp_path / "seeds"
+    r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics",
+                            "fid", "--extractor", TINY_FE, "--n", "8", "--n-ref", "16", "--out", str(out2), "--grid", "2",
+                            "--cache-dir", str(tmp_path / "cache"), "--more-seeds", "1"])
+    assert r.exit_code == 0, r.output
+    rep2 = json.loads((out2 / "report.json").read_text())
+    from genproc.metrics import evaluate
+
+    for row in rep2["rows"]:
+        (one,) = evaluate(runs / row["process"], "fid", n=8, n_ref=16, seed=1, extractor=TINY_FE,
+                          cache_dir=tmp_path / "cache", log=lambda *_: None)
+        assert row["fid_by_seed"] == [pytest.approx(row["fid"]), pytest.approx(one["value"])]
+        assert row["fid_by_seed"][0] != row["fid_by_seed"][1]
+        assert row["fid_mean"] == pytest.approx(sum(row["fid_by_seed"]) / 2)
+    assert "over 2 seeds)" in r.output and rep2["more_seeds"] == [1]
+    one_line_error(runner.invoke(app, ["compare", "ihdm", "--runs", str(runs / "ihdm"), "--more-seeds", "a"]), "--more-seeds")
 
 
 def test_columns_are_data_driven(monkeypatch):
