@@ -110,9 +110,11 @@ def export_command(
 from genproc.cli_analyze import analyze_app  # noqa: E402
 from genproc.cli_compare import compare_command  # noqa: E402
 from genproc.cli_evaluate import evaluate_command  # noqa: E402
+from genproc.cli_restore import restore_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
+app.command("restore")(restore_command)
 app.add_typer(analyze_app, name="analyze")
 
 

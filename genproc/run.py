@@ -106,6 +106,14 @@ class LoadedRun:
                         batch_size=batch_size, same_init=same_init, share_noise=share_noise, capture_every=capture_every,
                         device=self.device, precision=precision, progress=progress, start_index=start_index)
 
+    def restore(self, y: torch.Tensor, level: str | int = "auto", n: int = 1, seed: int = 0, **kwargs: Any) -> Any:
+        """Deblur (or, with ``scale=s``, super-resolve) images y (N, C, H, W) in [0, 1] by running the reverse chain
+        from the level that matches their blur: :func:`genproc.restore.restore` (``RestoreResult``: .samples
+        (N, n, C, H, W), .mean, .levels, .estimate)."""
+        from genproc.restore import restore
+
+        return restore(self, y, level=level, n=n, seed=seed, **kwargs)
+
 
 def with_sampling_where_known(runs: Sequence[LoadedRun], settings: Mapping[str, Any] | Sequence[str]) -> list[LoadedRun]:
     """Each run with the sampling-time settings its process has (``sampler=ddim`` changes only DDPM runs);

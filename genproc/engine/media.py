@@ -49,8 +49,10 @@ def save_gif(frames: torch.Tensor, path: str | Path, nrow: int | None = None, sc
     return path
 
 
-def save_pngs(x: torch.Tensor, folder: str | Path, offset: int = 0) -> None:
+def save_pngs(x: torch.Tensor, folder: str | Path, offset: int = 0, names: list[str] | None = None) -> None:
+    """Each image of x (N, C, H, W) in [0, 1] as ``folder/<name>.png`` (default names: 000000, 000001, ... from offset)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, arr in enumerate(_hwc(x)):
-        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{offset + i:06d}.png")
+        name = names[i] if names is not None else f"{offset + i:06d}"
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{name}.png")

@@ -73,14 +73,16 @@ def auto_capture_every(num_steps: int, frames: int = 20) -> int:
 @torch.no_grad()
 def run_chain(process: ForwardProcess, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], *,
               device: torch.device | str = "cpu", precision: str = "fp32",
-              on_step: Callable[[int, int, torch.Tensor], Any] | None = None) -> torch.Tensor:
-    """The reverse chain from the prior state ``x`` (B, C, H, W, on ``device``) over ``process.reverse_levels()``.
+              on_step: Callable[[int, int, torch.Tensor], Any] | None = None,
+              levels: list[int] | None = None) -> torch.Tensor:
+    """The reverse chain from the prior state ``x`` (B, C, H, W, on ``device``) over ``process.reverse_levels()``
+    (or ``levels``, decreasing, e.g. a chain started part-way by restoration).
 
     ``noise(j)`` gives the standard-normal noise of step j (0-based), shaped like ``x``; ``on_step(j, k_next, x)``
     sees the state after each step. Returns the final model state (not yet ``process.to_image``).
     """
     device = torch.device(device)
-    levels = process.reverse_levels()
+    levels = process.reverse_levels() if levels is None else levels
     for j, k in enumerate(levels):
         kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
         with autocast(device, precision):

@@ -151,6 +151,26 @@ class ForwardProcess(abc.ABC):
         """A state as an image in [0, 1]: :meth:`to_data_scale`, clamped."""
         return self.to_data_scale(x).clamp(0.0, 1.0)
 
+    # -- restoration (optional capability): start the reverse chain from an observed, degraded image
+    def degradation_time(self, k: int) -> float:
+        """The heat-equation time t (pixels², σ_B = √(2 t)) of the blur that level k applies to the data: IHDM's t_k,
+        BDM's τ_t; 0 for a process that does not blur (DDPM). Restoration matches an image's estimated blur to it."""
+        return 0.0
+
+    def level_noise_std(self, k: int) -> float:
+        """The std, in data units ([0, 1] pixels, relative to the level's signal scale), of the white noise in the
+        level-k state: IHDM's σ; DDPM's √((1 - ᾱ_t) / ᾱ_t) / 2. Restoration compares an image's noise with it."""
+        raise GenprocError(f"process {self.label} does not support restoration (no level_noise_std)")
+
+    def observe(self, y: torch.Tensor, tau: torch.Tensor, noise_std: torch.Tensor, k: int,
+                eps: torch.Tensor) -> torch.Tensor | None:
+        """The level-k state for observed images y (B, C, H, W) in [0, 1] that are data blurred by heat time ``tau``
+        (B,) with white noise of std ``noise_std`` (B,): blurred further to the level's blur where the process blurs
+        (heat semigroup), scaled to the state's units, its noise topped up with ``eps`` (B, C, H, W) ~ N(0, I) to the
+        level's. None when the observation's noise is above what level k holds (restore then looks further along
+        the chain). DDPM's is SDEdit (Meng et al. 2022): the image noised to level k."""
+        raise GenprocError(f"process {self.label} does not support restoration")
+
     # -- likelihood (optional capability)
     def elbo(self, train_data: Any, device: torch.device | str) -> ELBO | None:
         """The process's negative-ELBO terms (:class:`ELBO`), or None when it has no likelihood bound

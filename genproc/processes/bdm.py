@@ -48,7 +48,7 @@ import torch
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
-from genproc.processes.dct import dct2, idct2, laplacian_eigenvalues
+from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues
 from genproc.processes.rng import SampleRNG
 
 PREDICTIONS = ("eps", "x", "v")
@@ -222,6 +222,28 @@ class BDMProcess(ForwardProcess):
     def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> [0, 1] units (not clamped)."""
         return (x + 1) / 2
+
+    # -- restoration
+    def degradation_time(self, k: int) -> float:
+        return float(self.tau[k])
+
+    def level_noise_std(self, k: int) -> float:
+        """σ_t / (2 a_t): z_t / a_t is the (blurred) data plus that noise, in [0, 1] units."""
+        return float(self.sigma[k] / self.a[k]) / 2
+
+    def observe(self, y: torch.Tensor, tau: torch.Tensor, noise_std: torch.Tensor, k: int,
+                eps: torch.Tensor) -> torch.Tensor | None:
+        """a_t (2 F(τ_t - tau) y - 1) plus the noise topping the observation's (scaled by 2 a_t, thinned by the further
+        blur) up to σ_t. The dissipation floor d_min (0.001 of each coefficient) is not re-added: the observation is a
+        heat blur, F(2 y - 1) = 2 F y - 1 (the DC coefficient is kept). None when the noise left exceeds σ_t."""
+        dt = (self.tau[k] - tau.double()).clamp_min(0)  # (B,)
+        lam = laplacian_eigenvalues(*y.shape[-2:]).double().flatten()
+        left = 2 * float(self.a[k]) * noise_std.double() * torch.exp(-2 * lam[None] * dt[:, None]).mean(1).sqrt()
+        top = float(self.sigma[k]) ** 2 - left**2
+        if bool((top < 0).any()):
+            return None
+        blurred = heat_forward(y, dt.float().to(y.device), self.cfg.dct)
+        return float(self.a[k]) * (2 * blurred - 1) + top.sqrt().float().to(y.device)[:, None, None, None] * eps
 
     def elbo(self, train_data: Any, device: torch.device | str) -> ELBO:
         """The discrete-time chain's bound: see :class:`genproc.processes.bdm_elbo.BDMELBO`."""

@@ -71,3 +71,8 @@ class BlurProcess(HeatProcess):
         k = torch.as_tensor(k)
         sig = self.sigma_blur[k.cpu()].float()  # sigma_B,k = sqrt(2 t_k)
         return gaussian_blur(x, sig.to(x.device), self.cfg.truncate)
+
+    def blur_by_time(self, y: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """A spatial Gaussian of std √(2 dt) (Gaussians compose by adding variances; with reflect padding only
+        approximately near the borders)."""
+        return gaussian_blur(y, (2 * dt.double()).sqrt().float().to(y.device), self.cfg.truncate)

@@ -122,6 +122,22 @@ class DDPMProcess(ForwardProcess):
         """[-1, 1] -> [0, 1] units (not clamped)."""
         return (x + 1) / 2
 
+    # -- restoration: SDEdit (Meng et al. 2022)
+    def level_noise_std(self, k: int) -> float:
+        """√((1 - ᾱ_t) / ᾱ_t) / 2: x_t / √ᾱ_t = x + that noise, in [0, 1] units (x = 2 x0 - 1 halves it)."""
+        ab = float(self.alpha_bar[k])
+        return math.sqrt((1 - ab) / ab) / 2
+
+    def observe(self, y: torch.Tensor, tau: torch.Tensor, noise_std: torch.Tensor, k: int,
+                eps: torch.Tensor) -> torch.Tensor | None:
+        """SDEdit: √ᾱ_t (2 y - 1) plus the noise that tops the observation's (2 s in [-1, 1] units, scaled by √ᾱ_t) up to
+        √(1 - ᾱ_t); the blur is left for the chain to undo. None when 4 s² ᾱ_t > 1 - ᾱ_t."""
+        ab = float(self.alpha_bar[k])
+        top = (1 - ab) - ab * 4 * noise_std.double() ** 2  # (B,)
+        if bool((top < 0).any()):
+            return None
+        return math.sqrt(ab) * (2 * y - 1) + top.sqrt().float().to(y.device)[:, None, None, None] * eps
+
     def elbo(self, train_data: Any, device: torch.device | str) -> ELBO:
         """Ho et al. Eq. (5) with the discretised decoder: see :class:`genproc.processes.ddpm_elbo.DDPMELBO`."""
         from genproc.processes.ddpm_elbo import DDPMELBO

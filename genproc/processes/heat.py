@@ -16,7 +16,7 @@ import torch
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
-from genproc.processes.dct import heat_forward
+from genproc.processes.dct import heat_forward, laplacian_eigenvalues
 from genproc.processes.kde_prior import KDECentres, compress_centres
 from genproc.processes.rng import SampleRNG
 
@@ -138,6 +138,30 @@ class HeatProcess(ForwardProcess):
     def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
         """The state is already an image in data units."""
         return x
+
+    # -- restoration
+    def degradation_time(self, k: int) -> float:
+        return float(self.t[k])
+
+    def level_noise_std(self, k: int) -> float:
+        return float(self.cfg.sigma)
+
+    def blur_by_time(self, y: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """The forward operator for heat time dt (B,) >= 0, applied to y (B, C, H, W): F(dt) y (Eq. 2)."""
+        return heat_forward(y, dt.to(y.device).float(), self.cfg.dct)
+
+    def observe(self, y: torch.Tensor, tau: torch.Tensor, noise_std: torch.Tensor, k: int,
+                eps: torch.Tensor) -> torch.Tensor | None:
+        """F(t_k - tau) y plus white noise topping the state's up to σ (Eq. 4's u_k = F(t_k) u_0 + σ ε). Blurring
+        further shrinks the observation's white noise at frequency f by e^{-λ_f (t_k - tau)}: the per-pixel std left
+        is s √(mean_f e^{-2 λ_f dt}); None when that is above σ for any image."""
+        dt = (self.t[k] - tau.double()).clamp_min(0)  # (B,)
+        lam = laplacian_eigenvalues(*y.shape[-2:]).double().flatten()  # (HW,)
+        left = noise_std.double() * torch.exp(-2 * lam[None] * dt[:, None]).mean(1).sqrt()  # (B,)
+        if bool((left > self.cfg.sigma * (1 + 1e-6)).any()):
+            return None
+        top_up = (self.cfg.sigma**2 - left**2).clamp_min(0).sqrt().float().to(y.device)[:, None, None, None]
+        return self.blur_by_time(y, dt) + top_up * eps
 
     def elbo(self, train_data: Any, device: torch.device | str) -> ELBO:
         """Eq. (7) with App. A.2/A.3: see :class:`genproc.processes.heat_elbo.HeatELBO`."""
