@@ -340,7 +340,8 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         "- interp. jump ratio: max / mean distance between consecutive frames of an interpolation (1 = even steps), "
         "path ratio: path length / endpoint distance (1 = straight); mean over 8 pairs x 9 frames, in pixels / in a "
         "blurred, mean-removed 'shape' space (genproc.analysis.interpolation).",
-        "- grad. r50 / r90: radii (pixels) holding 50% / 90% of the |input gradient| mass of an output pixel (r90 also "
+        "- grad. r50 / r90: radii (pixels) holding 50% / 90% of the |input gradient| mass of an output pixel of each "
+        "model's noise-free step to the next level, the pixel itself left out (r90 also "
         "counts the diffuse low-level background, r50 the compact core); grad. symmetry: 1 - ||g - g_rad||² / ||g||², "
         "g_rad the map's mean over rings of equal rounded distance, in the largest disc around the pixel that fits in the "
         "image (1 = circularly symmetric, ~0 = no radial structure); means over levels, pixels and images "
