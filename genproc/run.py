@@ -42,6 +42,7 @@ class LoadedRun:
     sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
     _data: Any = None
     stored_prior: Any = None  # the prior rebuilt from the checkpoint's prior.safetensors (no data set needed), or None
+    data_stats: dict[str, torch.Tensor] | None = None  # the checkpoint's data_stats.safetensors ("power"), or None
 
     @property
     def data(self) -> Any:
@@ -151,8 +152,10 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
         raise GenprocError(f"weights in {path} do not fit the recipe's net: {str(e).splitlines()[0]}") from None
     net.to(dev).eval()
     process = build_process(recipe.process)
+    stats = ckpt.load_prior(path, ckpt.STATS_FILE) if ckpt.STATS_FILE in ckpt.recorded_files(path) and \
+        ckpt.verify_checkpoint(path, (ckpt.STATS_FILE,)) is None else None
     return LoadedRun(run_dir, recipe, process, net, int(meta["step"]), path, dev, data_root,
-                     stored_prior=_stored_prior(process, path))
+                     stored_prior=_stored_prior(process, path), data_stats=stats)
 
 
 def _stored_prior(process: ForwardProcess, path: Path) -> Any:
@@ -172,15 +175,21 @@ EXPORT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.fl
 def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | None = None, dtype: str = "fp16",
            data_root: str | None = None, log: Any = print) -> Path:
     """Write a released copy of a run: its EMA weights in ``dtype`` (fp16 | bf16 | fp32), the prior state its process
-    needs (computed from the training set when the checkpoint has none) and the recipe (``data.root`` cleared: a path
-    on this machine), as the run dir ``out_dir`` that :func:`load`, ``genproc sample``, ``evaluate`` and ``compare``
-    read with no training data. Returns the release's checkpoint folder."""
+    needs and the data statistics (both computed from the training set when the checkpoint has none), and the recipe
+    (``data.root`` cleared: a path on this machine), as the run dir ``out_dir`` that :func:`load`, ``genproc sample``,
+    ``restore``, ``evaluate`` and ``compare`` read with no training data (evaluation reads the test set). Returns the
+    release's checkpoint folder."""
     if dtype not in EXPORT_DTYPES:
         raise GenprocError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     out_dir = Path(out_dir)
     if ckpt.list_checkpoints(out_dir):
         raise GenprocError(f"{out_dir} already holds a model; choose another output folder or remove it first")
     run = load(run_dir, checkpoint=checkpoint, data_root=data_root, device="cpu")
+    stats = run.data_stats
+    if stats is None:
+        from genproc.engine.trainer import data_statistics
+
+        stats = data_statistics(run.data)
     prior = None
     if run.process.needs_data_for_prior:
         if run.stored_prior is None:
@@ -192,7 +201,8 @@ def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | 
     from genproc.recipe import recipe_to_yaml
 
     try:
-        path = ckpt.export_checkpoint(run.checkpoint, out_dir, dtype=EXPORT_DTYPES[dtype], prior=prior, recipe=recipe)
+        path = ckpt.export_checkpoint(run.checkpoint, out_dir, dtype=EXPORT_DTYPES[dtype], prior=prior, stats=stats,
+                                      recipe=recipe)
         (out_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe_from_dict(recipe)))
     except OSError as e:
         raise GenprocError(f"cannot write {out_dir}: {e.strerror or e} ({e.filename or out_dir})") from None

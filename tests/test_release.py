@@ -78,10 +78,11 @@ def test_export_cli_releases_a_model_that_samples_without_data(tiny_runs, tmp_pa
     with no data; resuming, raw weights and exporting onto it are refused with one line."""
     runner = CliRunner()
     out = tmp_path / "rel"
+    from genproc.restore import reference_power
     res = runner.invoke(app, ["export", str(tiny_runs["heat"]), str(out)])
     assert res.exit_code == 0, res.output
     (ck,) = (out / "checkpoints").iterdir()
-    assert sorted(p.name for p in ck.iterdir()) == ["ema.safetensors", "meta.json", "prior.safetensors"]
+    assert sorted(p.name for p in ck.iterdir()) == ["data_stats.safetensors", "ema.safetensors", "meta.json", "prior.safetensors"]
     meta = json.loads((ck / "meta.json").read_text())
     assert meta["release"]["dtype"] == "float16" and meta["recipe"]["data"]["root"] is None
     from safetensors.torch import load_file
@@ -97,6 +98,12 @@ def test_export_cli_releases_a_model_that_samples_without_data(tiny_runs, tmp_pa
     res = runner.invoke(app, ["sample", str(out), "--n", "3", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 3
+    import genproc
+
+    rel_run = genproc.load(out)  # restoration's reference spectrum travels with the release
+    torch.testing.assert_close(reference_power(rel_run), reference_power(genproc.load(tiny_runs["heat"])))
+    res = rel_run.restore(rel_run.sample(2, seed=1).images, n=1)
+    assert res.samples.shape == (2, 1, 1, 8, 8)
     monkeypatch.undo()
 
     one_line_error(runner.invoke(app, ["train", str(out / "recipe.yaml"), "--run-dir", str(out)]), "released model",

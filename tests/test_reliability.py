@@ -46,7 +46,8 @@ def test_meta_records_sizes_and_checksums_and_verification_catches_each_damage(t
     genproc.train(_recipe(max_steps=2), tmp_path, **QUIET)
     c = tmp_path / "checkpoints" / "step_00000002"
     files = json.loads((c / "meta.json").read_text())["files"]
-    assert set(files) == {"model.safetensors", "ema.safetensors", "state.pt", "prior.safetensors"}  # a heat run: + its prior
+    assert set(files) == {"model.safetensors", "ema.safetensors", "state.pt", "prior.safetensors",
+                          "data_stats.safetensors"}  # a heat run: + its prior; any run: + the data statistics
     assert all(files[f]["size"] == (c / f).stat().st_size and len(files[f]["sha256"]) == 64 for f in files)
     assert ckpt.verify_checkpoint(c) is None
     raw = (c / "model.safetensors").read_bytes()

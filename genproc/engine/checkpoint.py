@@ -7,6 +7,8 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``::
     state.pt            optimiser, grad-scaler and RNG state (loaded with weights_only=True)
     prior.safetensors   (processes whose prior draws from the training set) what the prior needs, so that sampling
                         needs no data set (``ForwardProcess.prior_state``)
+    data_stats.safetensors  the training images' mean DCT power ("power", (C, H, W)): the reference spectrum of
+                        ``genproc restore --level auto``, so that restoring needs no data set either
     meta.json           step, resolved recipe, genproc version, time, and each file's size and sha256
 
 A *released* checkpoint (:func:`export_checkpoint`, ``genproc export``) holds only ``ema.safetensors`` (fp16 by
@@ -47,6 +49,7 @@ from genproc.errors import GenprocError
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # every checkpoint's data files, listed in meta.json
 PRIOR_FILE = "prior.safetensors"  # optional: the stored prior state
+STATS_FILE = "data_stats.safetensors"  # optional: statistics of the training data (restoration's reference spectrum)
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -89,9 +92,10 @@ def save_checkpoint(
     recipe: dict[str, Any],
     keep: int = 3,
     prior: dict[str, torch.Tensor] | None = None,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and prune all but the ``keep`` newest; ``prior``: the process's stored
-    prior state (``prior.safetensors``), if any.
+    prior state (``prior.safetensors``), ``stats``: the data statistics (``data_stats.safetensors``), if any.
 
     A failed write (ENOSPC, EACCES, ...) removes the temporary folder, leaves the previous checkpoints as they
     were and raises one GenprocError line naming the path and the cause."""
@@ -102,6 +106,8 @@ def save_checkpoint(
     }
     if prior is not None:
         writers[PRIOR_FILE] = lambda p: save_file(prior, str(p))
+    if stats is not None:
+        writers[STATS_FILE] = lambda p: save_file(stats, str(p))
     final = _write_checkpoint(Path(run_dir) / "checkpoints", step, writers, {"recipe": recipe})
     prune_checkpoints(final.parent, keep)
     return final
@@ -139,7 +145,8 @@ def _write_checkpoint(ckpt_root: Path, step: int, writers: dict[str, Callable[[P
 
 
 def export_checkpoint(src: Path, out_dir: str | Path, *, dtype: torch.dtype = torch.float16,
-                      prior: dict[str, torch.Tensor] | None = None, recipe: dict[str, Any] | None = None) -> Path:
+                      prior: dict[str, torch.Tensor] | None = None, stats: dict[str, torch.Tensor] | None = None,
+                      recipe: dict[str, Any] | None = None) -> Path:
     """A released copy of checkpoint folder ``src`` in the run dir ``out_dir``: its EMA weights cast to ``dtype``
     (floating tensors only), ``prior`` (the stored prior state) when given, and a meta.json with the recipe
     (``recipe``, default ``src``'s) and ``"release"``: {source, step, dtype}. Returns the new checkpoint folder."""
@@ -148,6 +155,8 @@ def export_checkpoint(src: Path, out_dir: str | Path, *, dtype: torch.dtype = to
     writers: dict[str, Callable[[Path], Any]] = {"ema.safetensors": lambda p: save_file(ema, str(p))}
     if prior is not None:
         writers[PRIOR_FILE] = lambda p: save_file(prior, str(p))
+    if stats is not None:
+        writers[STATS_FILE] = lambda p: save_file(stats, str(p))
     release = {"source": str(src), "step": int(meta["step"]), "dtype": str(dtype).removeprefix("torch."), "weights": "ema"}
     return _write_checkpoint(Path(out_dir) / "checkpoints", int(meta["step"]), writers,
                              {"recipe": recipe or meta["recipe"], "release": release})
@@ -268,15 +277,16 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
         raise GenprocError(f"checkpoint metadata {ckpt / 'meta.json'} is unreadable: {e}") from None
 
 
-def load_prior(ckpt: Path) -> dict[str, torch.Tensor] | None:
-    """The stored prior state of checkpoint folder ``ckpt`` (``prior.safetensors``), or None when it has none."""
-    path = ckpt / PRIOR_FILE
+def load_prior(ckpt: Path, name: str = PRIOR_FILE) -> dict[str, torch.Tensor] | None:
+    """The tensors of an optional file of checkpoint folder ``ckpt`` (default ``prior.safetensors``; also
+    ``data_stats.safetensors``), or None when it has none."""
+    path = ckpt / name
     if not path.is_file():
         return None
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises several types for a damaged file
-        raise GenprocError(f"cannot read the stored prior {path}: {e}") from None
+        raise GenprocError(f"cannot read {path}: {e}") from None
 
 
 def recorded_files(ckpt: Path) -> list[str]:

@@ -34,6 +34,7 @@ from genproc.engine.sampler import autocast, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net, count_parameters
 from genproc.processes import ForwardProcess, build_process
+from genproc.processes.dct import mean_power
 from genproc.progress import counter
 from genproc.recipe import Recipe, recipe_from_dict, recipe_to_yaml
 from genproc.seeding import derive_seed
@@ -54,6 +55,14 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in d.items():
         out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
+
+
+STATS_IMAGES = 5000  # training images in the stored data statistics
+
+
+def data_statistics(data: Any) -> dict[str, torch.Tensor]:
+    """{"power": (C, H, W) float64}: the mean DCT power of the first ``STATS_IMAGES`` images of ``data``."""
+    return {"power": mean_power(data.get_batch(torch.arange(min(len(data), STATS_IMAGES))))}
 
 
 def check_same_recipe(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
@@ -131,6 +140,7 @@ class Trainer:
         self.writer = None
         self._prior: dict[str, torch.Tensor] | None = None
         self._prior_source: Any = None
+        self._stats: dict[str, torch.Tensor] | None = None
 
     # -- build / resume
     def resume(self) -> int:
@@ -238,7 +248,7 @@ class Trainer:
         if self.info.is_main:
             state = {"optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
             save_checkpoint(self.run_dir, step, self.net, self.ema.module, state, self.recipe.to_dict(),
-                            self.recipe.train.keep_checkpoints, prior=self.prior_state())
+                            self.recipe.train.keep_checkpoints, prior=self.prior_state(), stats=self.data_stats())
         barrier(self.info)
 
     def prior_state(self) -> dict[str, torch.Tensor] | None:
@@ -253,6 +263,13 @@ class Trainer:
             self.log(f"stored prior: {len(self.data)} training images, {time.time() - t0:.1f} s "
                      "(written into every checkpoint as prior.safetensors)")
         return self._prior
+
+    def data_stats(self) -> dict[str, torch.Tensor]:
+        """{"power": (C, H, W)}: the mean DCT power of up to 5000 training images (computed once), stored in every
+        checkpoint as the reference spectrum of restoration."""
+        if self._stats is None:
+            self._stats = data_statistics(self.data)
+        return self._stats
 
     def prior_data(self) -> Any:
         """What the prior draws from: the stored prior when the run stores one (so the grids and evaluations during

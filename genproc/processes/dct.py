@@ -134,3 +134,8 @@ def heat_forward(x: torch.Tensor, t: torch.Tensor | float, method: str = "auto")
         else:
             decay = torch.exp(-lam[None, None] * t.reshape(-1, 1, 1, 1))  # (N, 1, H, W)
         return idct2(dct2(x, method) * decay, method)
+
+
+def mean_power(images: torch.Tensor) -> torch.Tensor:
+    """E[u_f²] over images (N, C, H, W): the mean orthonormal-DCT power per frequency, (C, H, W) float64."""
+    return dct2(images.float()).double().pow(2).mean(0)

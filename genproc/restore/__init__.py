@@ -49,7 +49,11 @@ class RestoreResult:
 
 
 def reference_power(run: Any) -> torch.Tensor:
-    """The mean DCT power of (up to ``POWER_IMAGES``) training images of ``run``: (C, H, W) float64."""
+    """The mean DCT power of (up to ``POWER_IMAGES``) training images of ``run``: (C, H, W) float64; the one stored in
+    its checkpoint (``data_stats.safetensors``) when there is one, so a released model needs no data set."""
+    stats = getattr(run, "data_stats", None)
+    if stats is not None and "power" in stats:
+        return stats["power"].double()
     data = run.data
     return mean_power(data.get_batch(torch.arange(min(len(data), POWER_IMAGES))))
 

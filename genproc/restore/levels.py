@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genproc.processes.dct import dct2, laplacian_eigenvalues
+from genproc.processes.dct import dct2, laplacian_eigenvalues, mean_power  # noqa: F401 - mean_power: re-exported
 
 Q2 = 1.0 / (12 * 255.0**2)  # the variance of 8-bit quantisation, [0, 1] units
 TAU_MIN = 0.01  # the smallest blur on the grid (σ_B ≈ 0.14 px); τ = 0 is on the grid too
@@ -46,11 +46,6 @@ class BlurEstimate:
     @property
     def sigma_blur(self) -> torch.Tensor:
         return (2 * self.tau).sqrt()
-
-
-def mean_power(images: torch.Tensor) -> torch.Tensor:
-    """E[u_f²] over images (N, C, H, W) in [0, 1]: (C, H, W) float64, the reference spectrum of :func:`estimate_blur`."""
-    return dct2(images.float()).double().pow(2).mean(0)
 
 
 def _bins(h: int, w: int, bins: int = BINS) -> tuple[torch.Tensor, torch.Tensor, int]:
