@@ -89,8 +89,16 @@ class TrainConfig:
     eval_n: int = 2000  # samples (fid/kid/prc) or test images (nll) per in-training evaluation
     eval_split: str = "test"  # reference split of the in-training evaluation
     max_nonfinite_steps: int = 20  # this many consecutive skipped (non-finite loss or gradient) steps stop the run
+    # speed knobs (results equal within float tolerance either way; resumable changes)
+    compile: bool = False  # torch.compile the training forward (falls back to eager with one line if compilation fails)
+    channels_last: bool = False  # NHWC memory format for the network and its inputs
+    tf32: str = "auto"  # auto (on for CUDA) | on | off: TF32 matmuls and convolutions on Ampere+ GPUs
+    fused_adam: str = "auto"  # auto (on for CUDA) | on | off: the fused Adam kernel
 
     def validate(self) -> None:
+        for name in ("tf32", "fused_adam"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise GenprocError(f"recipe field 'train.{name}': expected auto|on|off, got {getattr(self, name)!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise GenprocError(f"recipe field 'train.precision': expected fp32|bf16|fp16, got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

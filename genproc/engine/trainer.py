@@ -42,7 +42,8 @@ from genproc.seeding import derive_seed
 # Recipe keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.max_steps", "train.log_every", "train.sample_every",
                      "train.eval_every", "train.eval_metrics", "train.eval_n", "train.eval_split",
-                     "train.checkpoint_every", "train.keep_checkpoints", "train.store_prior", "train.device",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.store_prior", "train.device", "train.compile",
+                     "train.channels_last", "train.tf32", "train.fused_adam",
                      "train.max_nonfinite_steps", "sample.n", "sample.batch_size", "sample.capture_every"}
 
 # In-training evaluation, passed in by the caller (the engine imports no metrics):
@@ -130,11 +131,19 @@ class Trainer:
         self.process = build_process(recipe.process)
         torch.manual_seed(recipe.seed)  # same initial weights on every rank and every fresh run
         self.net = build_net(recipe.net, recipe.data.channels, recipe.data.image_hw).to(self.device)
+        cuda = self.device.type == "cuda"
+        if tc.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if cuda and tc.tf32 != "off":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.ema = ModelEmaV3(self.net, decay=tc.ema)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps)
+        fused = tc.fused_adam == "on" or (tc.fused_adam == "auto" and cuda)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps,
+                                    **({"fused": True} if fused else {}))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.precision == "fp16")
         self.model = (DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                       if info.enabled else self.net)
+        self.forward = _compiled(self.model, log if info.is_main else lambda *_: None) if tc.compile else None
         self.sl = local_slice(tc.batch_size, info.rank, info.world_size)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.writer = None
@@ -202,8 +211,10 @@ class Trainer:
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         torch.manual_seed(derive_seed(self.recipe.seed, step, 0, self.info.rank, offset=99))  # dropout
         inp, target = self.process.training_pair(x0, k, eps)
+        if tc.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
         with autocast(dev, tc.precision):
-            out = self.model(inp, k)
+            out = self._forward(inp, k)
         loss = self.process.loss(out, target)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # always: under DDP every rank must join the gradient all-reduce
@@ -216,6 +227,18 @@ class Trainer:
         if self.scaler.is_enabled():
             self.scaler.update()  # fp16: an overflow lowers the scale (the scaler's own skip)
         return loss, lr, skipped
+
+    def _forward(self, inp: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The training forward: compiled (``train.compile``) unless compilation failed, then eager for good."""
+        if self.forward is not None:
+            try:
+                return self.forward(inp, k)
+            except Exception as e:  # noqa: BLE001 - inductor/dynamo raise many types; eager is always correct
+                if self.info.is_main:
+                    self.log(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                             "training continues uncompiled")
+                self.forward = None
+        return self.model(inp, k)
 
     def _nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> str | None:
         """"loss" / "gradient" when the step must be skipped (agreed across DDP ranks), else None."""
@@ -331,6 +354,15 @@ class Trainer:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _compiled(model: torch.nn.Module, log: Callable[[str], Any]) -> Any:
+    """``torch.compile(model)`` (compilation happens on the first call), or None with one line when it is unavailable."""
+    try:
+        return torch.compile(model)
+    except Exception as e:  # noqa: BLE001 - e.g. an unsupported Python or platform
+        log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training uncompiled")
+        return None
 
 
 def _tensorboard(run_dir: Path) -> Any:
