@@ -204,7 +204,11 @@ class Trainer:
             group["lr"] = lr
         g = step_generator(self.recipe.seed, step)
         k = self.process.draw_training_levels(tc.batch_size, g)[sl].to(dev)  # (B_local,)
-        eps = torch.randn((tc.batch_size, *x0.shape[1:]), generator=g)[sl].to(dev)  # (B_local, C, H, W)
+        if dev.type == "cuda":  # the noise is drawn where the model runs (a different stream from the CPU's)
+            g_dev = torch.Generator(device=dev).manual_seed(derive_seed(self.recipe.seed, step, 1, offset=12345))
+            eps = torch.randn((tc.batch_size, *x0.shape[1:]), generator=g_dev, device=dev)[sl]
+        else:
+            eps = torch.randn((tc.batch_size, *x0.shape[1:]), generator=g)[sl]  # (B_local, C, H, W)
         flip = (torch.rand(tc.batch_size, generator=g) < 0.5)[sl].to(dev)
         x0 = x0.to(dev, non_blocking=True)
         if self.recipe.data.hflip:

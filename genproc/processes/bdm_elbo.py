@@ -66,7 +66,7 @@ class BDMELBO:
         l_kl = torch.zeros(B, dtype=torch.float64, device=dev)
         if T >= 2:
             K = T - 1 if self.levels >= T - 1 else self.levels
-            u = torch.stack([torch.rand(K, generator=g) for g in rng.gens])  # (B, K)
+            u = torch.stack([torch.rand(K, generator=g, device=g.device).cpu() for g in rng.gens])  # (B, K)
             levels, weights = stratified_levels(T, K, u)  # (B, K'), (K',)
             for j in range(levels.shape[1]):
                 k = levels[:, j]  # (B,) one level per image

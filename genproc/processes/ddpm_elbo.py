@@ -162,7 +162,7 @@ class DDPMELBO:
         l_kl = torch.zeros(B, dtype=torch.float64, device=dev)
         if T >= 2:
             K = T - 1 if self.exact else self.levels
-            u = torch.stack([torch.rand(K, generator=g) for g in rng.gens])  # (B, K) one row per image
+            u = torch.stack([torch.rand(K, generator=g, device=g.device).cpu() for g in rng.gens])  # (B, K) one row per image
             levels, weights = stratified_levels(T, K, u)  # (B, K'), (K',)
             for j in range(levels.shape[1]):
                 t = levels[:, j]  # (B,)
