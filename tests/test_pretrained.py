@@ -52,7 +52,6 @@ def test_a_released_model_samples_without_data(name, no_data):
     assert float(images.std()) > 0.05  # not a blank image
 
 
-@pytest.mark.skipif("quickstart" not in RELEASED, reason="the quickstart model is not released yet")
 def test_genproc_sample_on_the_released_quickstart(tmp_path, no_data):
     from genproc.cli import app
 
