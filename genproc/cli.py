@@ -90,6 +90,42 @@ def sample(
     typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
 
 
+@app.command("cache")
+def cache_command(
+    recipe: Path = typer.Argument(..., help="A recipe whose data is an image folder (data.name: folder)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="The image folder (overrides data.root)."),
+    split: str = typer.Option("train", "--split", help="train, test or both."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set data.image_size=128 (repeatable)."),
+) -> None:
+    """Decode an image folder once at the recipe's size into a uint8 array next to the data (checksummed); training
+    and evaluation then read it memory-mapped instead of decoding the files."""
+    with user_errors():
+        import functools
+
+        from genproc.data.folder import folder_files, load_image
+        from genproc.data.folder_cache import build_cache
+        from genproc.data.roots import resolve_root
+        from genproc.progress import counter
+        from genproc.recipe import load_recipe
+
+        r = load_recipe(recipe, list(set_))
+        d = r.data
+        if d.name != "folder":
+            raise GenprocError(f"'genproc cache' is for image folders (data.name: folder); {recipe} reads '{d.name}', "
+                               "which is already held in memory")
+        if split not in ("train", "test", "both"):
+            raise GenprocError(f"--split must be train, test or both, got {split!r}")
+        root = resolve_root(d, data_root)
+        for sp in (["train", "test"] if split == "both" else [split]):
+            base, files = folder_files(d, sp, root)
+            decode = functools.partial(load_image, channels=d.channels, hw=d.image_hw, rule=d.resize)
+            bar = counter(f"caching {sp}", len(files), progress=sys.stderr.isatty(), log=None)
+            path = build_cache(files, base, sp, d.image_hw, d.channels, d.resize, decode, progress=bar.update)
+            bar.close()
+            typer.echo(f"cached {len(files)} {sp} images at {d.image_hw[0]}x{d.image_hw[1]} ({d.resize}) in {path} "
+                       f"({path.stat().st_size / 2**20:.1f} MiB)")
+
+
 @app.command("export")
 def export_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'genproc train'."),

@@ -52,7 +52,7 @@ class DataConfig:
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
     hflip: bool = False  # random horizontal flips during training
     max_images: int | None = None  # use only the first N training images (tiny runs, tests)
-    num_workers: int = 0  # DataLoader workers for file-backed data sets
+    num_workers: int | str = "auto"  # DataLoader workers for file-backed data sets; auto: the CPUs per rank, at most 8
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -63,6 +63,8 @@ class DataConfig:
         as_hw(self.image_size)  # a positive int or a pair of them, else one clear error
         if self.resize not in ("crop", "pad", "stretch"):
             raise GenprocError(f"recipe field 'data.resize': expected crop|pad|stretch, got {self.resize!r}")
+        if not (self.num_workers == "auto" or (isinstance(self.num_workers, int) and self.num_workers >= 0)):
+            raise GenprocError(f"recipe field 'data.num_workers': expected auto or an integer >= 0, got {self.num_workers!r}")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from torch import Tensor
 from genproc.data.base import ImageDataset, TensorImageDataset
 from genproc.data.convert import to_channels
 from genproc.data.decode import BACKGROUND, read_image
+from genproc.data.folder_cache import open_cache
 from genproc.errors import GenprocError
 from genproc.imagesize import as_hw
 from genproc.recipe import DataConfig
@@ -143,8 +145,8 @@ def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
     return root, root / "test"
 
 
-def load_folder(cfg: DataConfig, split: str, root: str) -> ImageDataset:
-    """Image-folder data set ``(C, H, W)`` = (``cfg.channels``, ``*cfg.image_hw``): in memory when small, else lazy."""
+def folder_files(cfg: DataConfig, split: str, root: str) -> tuple[Path, list[Path]]:
+    """(the data set folder, the image files of ``split`` in loading order), as :func:`load_folder` reads them."""
     base = Path(root)
     if not base.is_dir():
         raise GenprocError(f"image folder {base} does not exist (expected {', '.join(EXTENSIONS)} files in it)")
@@ -154,6 +156,17 @@ def load_folder(cfg: DataConfig, split: str, root: str) -> ImageDataset:
         raise GenprocError(f"no images found under {folder} (expected files ending in {', '.join(EXTENSIONS)})")
     if split == "train" and cfg.max_images is not None:
         files = files[: cfg.max_images]
+    return base, files
+
+
+def load_folder(cfg: DataConfig, split: str, root: str) -> ImageDataset:
+    """Image-folder data set ``(C, H, W)`` = (``cfg.channels``, ``*cfg.image_hw``): the ``genproc cache`` array when
+    there is a valid one, in memory when small, else decoded lazily."""
+    base, files = folder_files(cfg, split, root)
+    cached = open_cache(files, base, split, cfg.image_hw, cfg.channels, cfg.resize,
+                        warn=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
+    if cached is not None:  # 'genproc cache': memory-mapped, no decoding
+        return TensorImageDataset(cached, name=cfg.name, root=root, split=split)
     if len(files) > CACHE_MAX_IMAGES or max(cfg.image_hw) > CACHE_MAX_SIZE:
         return FolderDataset(files, cfg.name, root, split, cfg.channels, cfg.image_hw, cfg.resize)
     decode = functools.partial(load_image, channels=cfg.channels, hw=cfg.image_hw, rule=cfg.resize)

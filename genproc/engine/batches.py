@@ -9,6 +9,7 @@ and a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -62,12 +63,22 @@ class _StepSampler(Sampler[list[int]]):
         return max(0, self.stop - self.start)
 
 
-def batch_iterator(data, order: EpochOrder, start: int, stop: int, batch_size: int, sl: slice, num_workers: int) -> Iterator[torch.Tensor]:
-    """Yields this rank's (B_local, C, H, W) float32 batches for steps start..stop-1."""
+def resolve_workers(num_workers: int | str, world_size: int = 1) -> int:
+    """``data.num_workers``: an integer as given; "auto": this machine's CPUs shared by the ranks, at most 8."""
+    if num_workers != "auto":
+        return int(num_workers)
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, world_size)))
+
+
+def batch_iterator(data, order: EpochOrder, start: int, stop: int, batch_size: int, sl: slice,
+                   num_workers: int | str = "auto", world_size: int = 1) -> Iterator[torch.Tensor]:
+    """Yields this rank's (B_local, C, H, W) float32 batches for steps start..stop-1: straight from memory for
+    in-memory data sets, else from a DataLoader with ``resolve_workers`` worker processes (kept for the whole run)."""
     if getattr(data, "in_memory", False):
         for s in range(start, stop):
             yield data.get_batch(order.global_batch(s, batch_size)[sl])
         return
-    loader = DataLoader(data, batch_sampler=_StepSampler(order, start, stop, batch_size, sl), num_workers=num_workers,
-                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+    workers = resolve_workers(num_workers, world_size)
+    loader = DataLoader(data, batch_sampler=_StepSampler(order, start, stop, batch_size, sl), num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
     yield from loader
