@@ -93,6 +93,11 @@ def test_export_cli_releases_a_model_that_samples_without_data(tiny_runs, tmp_pa
     for k, v in src.items():
         torch.testing.assert_close(rel[k].float(), v.half().float())
     assert (out / "recipe.yaml").is_file()
+    r = runner.invoke(app, ["compare", "ihdm", "--runs", str(out), "--metrics", "nll", "--n", "4", "--grid", "2",
+                            "--out", str(tmp_path / "cmp")])  # a release compares like a run (the test set is read)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert rep["rows"][0]["nll"] > 0 and rep["records"]["ihdm"][0]["prior_size"] == 64
 
     monkeypatch.setattr("genproc.data.build_dataset", lambda *a, **k: (_ for _ in ()).throw(AssertionError("data read")))
     res = runner.invoke(app, ["sample", str(out), "--n", "3", "--out", str(tmp_path / "s")])
