@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from test_metrics import TINY_FE
 
 import genproc
+from genproc.errors import GenprocError
 from genproc.processes import ForwardProcess, ProcessConfig, SampleRNG, build_process, lookup, register, registered
 from genproc.recipe import recipe_from_dict, recipe_to_yaml
 
@@ -194,6 +195,17 @@ def test_trains_resumes_bit_exactly_samples_and_evaluates(name, tmp_path):
 
         (rec,) = evaluate(run, "nll", n=4, batch_size=2, log=lambda *_: None)
         assert math.isfinite(rec["value"]) and rec["process"] == name and rec["n_samples"] == 4
+    # restoration, for the processes that support it (the contract's observe): a blurred sample comes back as images
+    from genproc.processes.dct import heat_forward
+
+    y = heat_forward(s5[:2], 1.0)
+    try:
+        run.process.observe(y, torch.zeros(2), torch.zeros(2), 1, torch.zeros_like(y))
+    except GenprocError:
+        return  # no restoration (the default of the contract)
+    res = run.restore(y, n=2, seed=1)
+    assert res.samples.shape == (2, 2, 1, 8, 8) and torch.isfinite(res.samples).all()
+    assert all(1 <= int(k) <= run.process.num_levels for k in res.levels)
 
 
 def test_user_process_evaluates_compares_and_analyses(tmp_path):
