@@ -4,7 +4,7 @@ Two exact implementations of the same transform:
 
 * ``matmul``: dense orthonormal DCT matrices, ``X = C_H x C_Wᵀ`` (fastest for small
   images: a 28×28 transform is two tiny GEMMs);
-* ``fft``: Makhoul's reordering + one complex FFT per axis, O(N log N) (wins for large
+* ``fft``: Makhoul's reordering + one real FFT per axis, O(N log N) (wins for large
   images, e.g. 256×256).
 
 :func:`dct2` / :func:`idct2` pick the method per size (``method="auto"``); both run in
@@ -46,34 +46,46 @@ def dct_matrix(n: int, device: torch.device | str = "cpu", dtype: torch.dtype = 
 # ------------------------------------------------------------------ FFT path
 
 
+def _twiddle(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of π k / (2n), k = 0..n-1."""
+    k = torch.arange(n, device=device, dtype=torch.float64) * (math.pi / (2 * n))
+    return torch.cos(k).to(dtype), torch.sin(k).to(dtype)
+
+
 def _dct_fft_lastdim(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal DCT-II along the last axis via Makhoul's N-point FFT."""
+    """Orthonormal DCT-II along the last axis via Makhoul's reordering and one real FFT (rfft: half the complex work;
+    V_k for k > n/2 is conj(V_{n-k}))."""
     n = x.shape[-1]
     v = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], dim=-1)
-    big_v = torch.fft.fft(v, dim=-1)
-    k = torch.arange(n, device=x.device, dtype=x.dtype)
-    w = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
-    out = (big_v * w).real * math.sqrt(2.0 / n)
+    big_v = torch.fft.rfft(v, dim=-1)  # (..., n//2 + 1)
+    k = torch.arange(n, device=x.device)
+    mirror = k > n // 2
+    idx = torch.where(mirror, n - k, k)
+    re = big_v.real[..., idx]
+    im = big_v.imag[..., idx] * torch.where(mirror, -1.0, 1.0).to(x.dtype)
+    cos, sin = _twiddle(n, x.device, x.dtype)
+    out = (re * cos + im * sin) * math.sqrt(2.0 / n)  # Re(V_k e^{-iπk/2n})
     out[..., 0] = out[..., 0] / math.sqrt(2.0)
     return out
 
 
 def _idct_fft_lastdim(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_dct_fft_lastdim` (orthonormal DCT-III)."""
+    """Inverse of :func:`_dct_fft_lastdim` (orthonormal DCT-III) via one inverse real FFT: only V_0..V_{n/2} are formed,
+    V_k = (c_k - i c_{n-k}) e^{iπk/2n} with c_n = 0."""
     n = y.shape[-1]
+    half = n // 2 + 1
     scale = torch.full((n,), math.sqrt(2.0 / n), device=y.device, dtype=y.dtype)
     scale[0] = math.sqrt(1.0 / n)
     c = y / scale  # un-normalised coefficients X_k
-    k = torch.arange(n, device=y.device, dtype=y.dtype)
-    w = torch.polar(torch.ones_like(k), math.pi * k / (2 * n))
-    # V_k = (c_k - i c_{N-k}) e^{i pi k / 2N}, with c_N = 0
-    c_rev = torch.cat([torch.zeros_like(c[..., :1]), c[..., 1:].flip(-1)], dim=-1)
-    big_v = torch.complex(c, -c_rev) * w
-    v = torch.fft.ifft(big_v, dim=-1).real
+    c_rev = torch.cat([torch.zeros_like(c[..., :1]), c[..., 1:].flip(-1)], dim=-1)[..., :half]  # c_{n-k}
+    cos, sin = _twiddle(n, y.device, y.dtype)
+    a, b, co, si = c[..., :half], -c_rev, cos[:half], sin[:half]
+    big_v = torch.complex(a * co - b * si, a * si + b * co)  # (a + i b) e^{iπk/2n}
+    v = torch.fft.irfft(big_v, n=n, dim=-1)
     out = torch.empty_like(v)
-    half = (n + 1) // 2
-    out[..., ::2] = v[..., :half]
-    out[..., 1::2] = v[..., half:].flip(-1)
+    h = (n + 1) // 2
+    out[..., ::2] = v[..., :h]
+    out[..., 1::2] = v[..., h:].flip(-1)
     return out
 
 
