@@ -43,11 +43,13 @@ def test_train_then_sample(tmp_path, tiny_recipe_file):
     assert z["images"].shape == (5, 1, 8, 8) and 0 <= z["images"].min() and z["images"].max() <= 1
     assert z["trajectory"].shape[1:] == (5, 1, 8, 8)
     r = runner.invoke(app, ["sample", str(run), "--n", "5", "--out", str(tmp_path / "s2"), "--seed", "3", "--delta", "0.02"])
-    assert np.array_equal(np.load(tmp_path / "s2" / "samples.npz")["images"], z["images"])  # batch size does not matter
+    # batch size does not matter, up to the convolution kernels' float rounding (they may pick other algorithms for
+    # other batch sizes: 3e-8 seen here)
+    np.testing.assert_allclose(np.load(tmp_path / "s2" / "samples.npz")["images"], z["images"], atol=1e-6, rtol=0)
     r = runner.invoke(app, ["sample", str(run), "--n", "5", "--out", str(tmp_path / "s3"), "--seed", "3", "--delta", "0.02",
                             "--precision", "fp32", "--capture-every", "-1"])
     assert r.exit_code == 0, r.output  # fp32 is the recipe's precision: the same samples
-    assert np.array_equal(np.load(tmp_path / "s3" / "samples.npz")["images"], z["images"])
+    np.testing.assert_allclose(np.load(tmp_path / "s3" / "samples.npz")["images"], z["images"], atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)

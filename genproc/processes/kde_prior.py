@@ -47,7 +47,10 @@ class KDECentres:
         c = self.coef[idx.cpu().long()]  # (B, C, |S|)
         u = torch.zeros(c.shape[0], c.shape[1], self.hw[0] * self.hw[1])
         u[:, :, self.index] = c
-        return idct2(u.reshape(*u.shape[:2], *self.hw), self.dct)
+        u = u.reshape(*u.shape[:2], *self.hw)
+        # one image at a time: a batched matmul may round differently with the batch size, and sample i must not
+        # depend on which other samples share its batch
+        return torch.cat([idct2(u[i:i + 1], self.dct) for i in range(u.shape[0])]) if len(u) else u
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors for a safetensors file (:meth:`from_state` reads them back)."""
