@@ -34,6 +34,8 @@ IHDM_SMALL = HeatProcess(HeatConfig(K=50, sigma_blur_min=0.5, sigma_blur_max=20.
 
 @pytest.fixture(scope="module")
 def mnist():
+    if not MNIST.is_dir():
+        pytest.skip("shared MNIST copy not present")
     cfg = DataConfig(name="mnist", image_size=28, channels=1, root=str(MNIST))
     power = mean_power(build_dataset(cfg, "train").get_batch(torch.arange(3000)))
     return power, build_dataset(cfg, "test").get_batch(torch.arange(32))
