@@ -16,7 +16,6 @@ the cache would change the data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from genproc.errors import GenprocError
+from genproc.filehash import sha256_file
 
 CACHE_DIR = ".genproc-cache"
 
@@ -44,14 +44,6 @@ def signature(files: list[Path], root: Path) -> list[list[Any]]:
         st = f.stat()
         out.append([str(f.relative_to(root)), st.st_size, st.st_mtime_ns])
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_cache(files: list[Path], root: Path, split: str, hw: tuple[int, int], channels: int, rule: str,
@@ -75,7 +67,7 @@ def build_cache(files: list[Path], root: Path, split: str, hw: tuple[int, int], 
                     progress(1)
         out.flush()
         del out
-        record = {"shape": list(shape), "dtype": "uint8", "sha256": _sha256(tmp), "size": tmp.stat().st_size,
+        record = {"shape": list(shape), "dtype": "uint8", "sha256": sha256_file(tmp), "size": tmp.stat().st_size,
                   "split": split, "rule": rule, "files": signature(files, root)}
         os.replace(tmp, data)
         manifest.write_text(json.dumps(record))
@@ -102,7 +94,7 @@ def open_cache(files: list[Path], root: Path, split: str, hw: tuple[int, int], c
         warn(f"image cache {data} is stale (the folder's files changed since it was built); decoding the files "
              "(rebuild it with 'genproc cache')")
         return None
-    if not data.is_file() or data.stat().st_size != rec.get("size") or _sha256(data) != rec.get("sha256"):
+    if not data.is_file() or data.stat().st_size != rec.get("size") or sha256_file(data) != rec.get("sha256"):
         warn(f"image cache {data} is damaged (size or sha256 differ from {manifest.name}); decoding the files "
              "(rebuild it with 'genproc cache')")
         return None

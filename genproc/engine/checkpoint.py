@@ -28,7 +28,6 @@ requested checkpoint that is damaged is an error, not a fallback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -45,6 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from genproc import __version__
 from genproc.errors import GenprocError
+from genproc.filehash import sha256_file
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # every checkpoint's data files, listed in meta.json
@@ -59,11 +59,7 @@ def _stderr_warning(msg: str) -> None:
 
 def file_digest(path: Path) -> dict[str, Any]:
     """{"size": bytes, "sha256": hex} of a file, read in 16 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,7 +11,6 @@ Any failure is one line saying how to get the file.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from genproc.errors import GenprocError
+from genproc.filehash import sha256_file
 
 INCEPTION = "inception-v3-compat"
 ENV_VAR = "GENPROC_INCEPTION_WEIGHTS"
@@ -38,11 +38,7 @@ class ExtractorWeights:
 
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def file_sha256(path: str | Path) -> str:
