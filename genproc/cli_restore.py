@@ -17,7 +17,8 @@ from genproc.errors import GenprocError
 
 def _read(paths: list[Path], channels: int, hw: tuple[int, int], rule: str, what: str) -> tuple[list[Path], torch.Tensor, list[Any]]:
     """(files, images (N, C, H, W) in [0, 1], original (h, w) of each file that was resized, else None)."""
-    from genproc.data.decode import read_image
+    from PIL import Image
+
     from genproc.data.folder import as_float, list_images, load_image
 
     files: list[Path] = []
@@ -33,8 +34,11 @@ def _read(paths: list[Path], channels: int, hw: tuple[int, int], rule: str, what
             raise GenprocError(f"{what} {p} not found (expected an image file or a folder of images)")
     images, sizes = [], []
     for f in files:
-        arr, _ = read_image(f)
-        sizes.append(None if tuple(arr.shape[-2:]) == hw else list(arr.shape[-2:]))
+        with Image.open(f) as im:  # the header only: the size before resizing (load_image decodes once)
+            w0, h0 = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF rotated by 90 degrees, as the decoder applies it
+                w0, h0 = h0, w0
+        sizes.append(None if (h0, w0) == hw else [h0, w0])
         images.append(as_float(load_image(f, channels, hw, rule)))
     return files, torch.stack(images), sizes
 

@@ -20,13 +20,13 @@ from genproc.cli import app
 from genproc.data import build_dataset
 from genproc.engine.media import save_pngs
 from genproc.processes.bdm import BDMConfig, BDMProcess
-from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues
+from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues, mean_power
 from genproc.processes.ddpm import DDPMConfig, DDPMProcess
 from genproc.processes.heat import HeatConfig, HeatProcess
 from genproc.recipe import DataConfig
 from genproc.restore import restore
 from genproc.restore.baselines import dct_wiener, gaussian_psf
-from genproc.restore.levels import estimate_blur, mean_power
+from genproc.restore.levels import estimate_blur
 
 MNIST = Path(__file__).parents[2] / "shared/data/mnist"
 IHDM_SMALL = HeatProcess(HeatConfig(K=50, sigma_blur_min=0.5, sigma_blur_max=20.0))  # ihdm_mnist_small's schedule

@@ -48,7 +48,7 @@ import torch
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
-from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues
+from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues, noise_left
 from genproc.processes.rng import SampleRNG
 
 PREDICTIONS = ("eps", "x", "v")
@@ -237,8 +237,7 @@ class BDMProcess(ForwardProcess):
         blur) up to σ_t. The dissipation floor d_min (0.001 of each coefficient) is not re-added: the observation is a
         heat blur, F(2 y - 1) = 2 F y - 1 (the DC coefficient is kept). None when the noise left exceeds σ_t."""
         dt = (self.tau[k] - tau.double()).clamp_min(0)  # (B,)
-        lam = laplacian_eigenvalues(*y.shape[-2:]).double().flatten()
-        left = 2 * float(self.a[k]) * noise_std.double() * torch.exp(-2 * lam[None] * dt[:, None]).mean(1).sqrt()
+        left = 2 * float(self.a[k]) * noise_left(noise_std, dt, tuple(y.shape[-2:]))
         top = float(self.sigma[k]) ** 2 - left**2
         if bool((top < 0).any()):
             return None

@@ -151,3 +151,10 @@ def heat_forward(x: torch.Tensor, t: torch.Tensor | float, method: str = "auto")
 def mean_power(images: torch.Tensor) -> torch.Tensor:
     """E[u_f²] over images (N, C, H, W): the mean orthonormal-DCT power per frequency, (C, H, W) float64."""
     return dct2(images.float()).double().pow(2).mean(0)
+
+
+def noise_left(noise_std: torch.Tensor, dt: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Per-pixel std of white noise of std ``noise_std`` (B,) after a heat blur of time ``dt`` (B,) on (H, W) images:
+    s √(mean_f e^{-2 λ_f dt}) (orthonormal DCT: white noise has std s at every frequency). float64 (B,)."""
+    lam = laplacian_eigenvalues(*hw).double().flatten()
+    return noise_std.double() * torch.exp(-2 * lam[None] * dt.double()[:, None]).mean(1).sqrt()

@@ -16,7 +16,7 @@ import torch
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
-from genproc.processes.dct import heat_forward, laplacian_eigenvalues
+from genproc.processes.dct import heat_forward, noise_left
 from genproc.processes.kde_prior import KDECentres, compress_centres
 from genproc.processes.rng import SampleRNG
 
@@ -156,8 +156,7 @@ class HeatProcess(ForwardProcess):
         further shrinks the observation's white noise at frequency f by e^{-λ_f (t_k - tau)}: the per-pixel std left
         is s √(mean_f e^{-2 λ_f dt}); None when that is above σ for any image."""
         dt = (self.t[k] - tau.double()).clamp_min(0)  # (B,)
-        lam = laplacian_eigenvalues(*y.shape[-2:]).double().flatten()  # (HW,)
-        left = noise_std.double() * torch.exp(-2 * lam[None] * dt[:, None]).mean(1).sqrt()  # (B,)
+        left = noise_left(noise_std, dt, tuple(y.shape[-2:]))  # (B,)
         if bool((left > self.cfg.sigma * (1 + 1e-6)).any()):
             return None
         top_up = (self.cfg.sigma**2 - left**2).clamp_min(0).sqrt().float().to(y.device)[:, None, None, None]

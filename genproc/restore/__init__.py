@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 from genproc.engine.sampler import NOISE_STREAM, run_chain
 from genproc.errors import GenprocError
-from genproc.processes.dct import laplacian_eigenvalues
+from genproc.processes.dct import laplacian_eigenvalues, mean_power
 from genproc.processes.rng import SampleRNG
-from genproc.restore.levels import BlurEstimate, estimate_blur, mean_power
+from genproc.restore.levels import BlurEstimate, estimate_blur
 
 OBSERVE_STREAM = 3  # the noise that tops an observation up to its level's (streams 1, 2: the sampler's)
 POWER_IMAGES = 5000  # training images in the reference spectrum

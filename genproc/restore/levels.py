@@ -7,7 +7,7 @@ Model (per image, per channel, per orthonormal-DCT frequency f with Laplacian ei
 
 - τ: the blur as heat-equation time (σ_B = √(2τ) pixels); a heat blur multiplies coefficient f by e^{-λ_f τ}
   exactly, and a spatial Gaussian of std σ_B is the same away from the borders.
-- P_f: the training images' mean power E[u_f²] at f (:func:`mean_power`); A: the image's own contrast relative to it.
+- P_f: the training images' mean power E[u_f²] at f (:func:`genproc.processes.dct.mean_power`); A: the image's own contrast relative to it.
 - s: white observation noise (std, in [0, 1] pixel units; orthonormal: the same per frequency); q² = 1/(12·255²) the
   8-bit quantisation noise every stored image has.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genproc.processes.dct import dct2, laplacian_eigenvalues, mean_power  # noqa: F401 - mean_power: re-exported
+from genproc.processes.dct import dct2, laplacian_eigenvalues
 
 Q2 = 1.0 / (12 * 255.0**2)  # the variance of 8-bit quantisation, [0, 1] units
 TAU_MIN = 0.01  # the smallest blur on the grid (σ_B ≈ 0.14 px); τ = 0 is on the grid too
@@ -86,7 +86,7 @@ def _nll(u2: torch.Tensor, count: torch.Tensor, decay: torch.Tensor, power: torc
 def estimate_blur(images: torch.Tensor, power: torch.Tensor, tau_max: float, *, chunk: int = 16) -> BlurEstimate:
     """Maximum-likelihood heat time, noise std and contrast of each image (see the module docstring).
 
-    images: (N, C, H, W) in [0, 1]; power: (C, H, W) from :func:`mean_power` on training images of the same size;
+    images: (N, C, H, W) in [0, 1]; power: (C, H, W) from :func:`genproc.processes.dct.mean_power` on training images of the same size;
     tau_max: the largest blur to consider (e.g. the model's last level's). Returns a :class:`BlurEstimate`."""
     h, w = images.shape[-2:]
     idx, lam_b, nb = _bins(h, w)
