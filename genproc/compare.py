@@ -123,8 +123,9 @@ def measure_metrics(e: Entry) -> dict[str, Any]:
     sample seeds, each sample metric's value per seed ("<metric>_by_seed", the first seed's first) and their mean
     ("<metric>_mean"); the table shows the first seed's value and the range over seeds."""
     row: dict[str, Any] = {r["metric"]: r["value"] for r in e.records}
-    for metric in [r["metric"] for r in e.records if e.more_records]:
-        values = [row[metric]] + [r["value"] for recs in e.more_records for r in recs if r["metric"] == metric]
+    more = [r for recs in e.more_records for r in recs]  # the sample metrics at the further seeds
+    for metric in list(row):
+        values = [row[metric]] + [r["value"] for r in more if r["metric"] == metric]
         if len(values) > 1:
             row[f"{metric}_by_seed"], row[f"{metric}_mean"] = values, sum(values) / len(values)
     for r in e.records:

@@ -71,12 +71,11 @@ def _removed_rms(power: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return (p[None] * (1 - torch.exp(-lam[None] * tau.double()[:, None])) ** 2).mean(1).sqrt()
 
 
-def first_level(process: Any, tau: float, noise: float, removed_rms: float) -> int:
+def first_level(process: Any, tau: float, noise: float, removed_rms: float, times: torch.Tensor) -> int:
     """The level ``level="auto"`` starts from for one image: for a blurring process the level nearest in log σ_B to
     √(2 τ) (level 1 for an unblurred image); otherwise the first level whose noise std covers the observation's noise
-    and the removed detail together (√(noise² + removed_rms²))."""
+    and the removed detail together (√(noise² + removed_rms²)). times: (K,) the process's degradation_time(1..K)."""
     K = process.num_levels
-    times = torch.tensor([process.degradation_time(k) for k in range(1, K + 1)], dtype=torch.float64)
     if float(times.max()) > 0:
         if tau <= 0:
             return 1
@@ -124,7 +123,8 @@ def restore(run: Any, y: torch.Tensor, *, level: str | int = "auto", n: int = 1,
     if noise is not None:
         est = BlurEstimate(est.tau, torch.full((N,), float(noise)), est.contrast)
     removed = _removed_rms(power, est.tau) if power is not None else torch.zeros(N)
-    starts = torch.tensor([first_level(process, float(est.tau[i]), float(est.noise[i]), float(removed[i]))
+    times = torch.tensor([process.degradation_time(k) for k in range(1, K + 1)], dtype=torch.float64)
+    starts = torch.tensor([first_level(process, float(est.tau[i]), float(est.noise[i]), float(removed[i]), times)
                            if level == "auto" else int(level) for i in range(N)])
     states, levels = [], torch.zeros(N, dtype=torch.long)
     for i in range(N):
