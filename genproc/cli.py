@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from genproc.cli_common import old_flag, sampling_option, user_errors
+from genproc.cli_common import joined_ranks, old_flag, sampling_option, user_errors
 from genproc.errors import GenprocError
 
 app = typer.Typer(
@@ -71,8 +71,10 @@ def sample(
     old_set: list[str] = old_flag("--set"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 autocast for the network (default: the recipe's train.precision)."),
 ) -> None:
-    """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png."""
-    with user_errors():
+    """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png. Under torchrun
+    (torchrun --nproc-per-node G -m -- genproc.cli sample ...; the '--' keeps
+    torchrun from reading --n as its own option) the samples are split across the G processes."""
+    with user_errors(), joined_ranks() as main:
         if n < 1:
             raise GenprocError(f"--n must be >= 1, got {n}")
         if batch_size < 1:
@@ -85,7 +87,9 @@ def sample(
         run = load(run_dir, checkpoint=checkpoint, data_root=data_root, weights=weights)
         run = run.with_sampling([*old_set, *sampling, *([] if delta is None else [f"delta={delta}"])])
         res = run.sample(n, seed=seed, batch_size=batch_size, same_init=same_init, share_noise=share_noise,
-                         capture_every=capture_every, progress=sys.stderr.isatty(), precision=precision)
+                         capture_every=capture_every, progress=sys.stderr.isatty() and main, precision=precision)
+        if not main:
+            return
         files = write_samples(res, out or run_dir / "samples" / f"sample_seed{seed}")
     typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
 

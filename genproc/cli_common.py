@@ -34,6 +34,19 @@ def user_errors() -> Iterator[None]:
         fail(GenprocError(f"cannot access {e.filename or 'a file'}: {e.strerror or e}"))
 
 
+@contextmanager
+def joined_ranks() -> Iterator[bool]:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group for the command (NCCL on GPUs, gloo on the CPU),
+    leave it afterwards, and yield whether this is rank 0 (the one that writes and prints); else yield True."""
+    from genproc.engine.distributed import init_distributed, shutdown
+
+    info = init_distributed("auto")
+    try:
+        yield info.is_main
+    finally:
+        shutdown(info)
+
+
 def sampling_option() -> list[str]:
     """``--sampling KEY=VALUE`` (repeatable): sampling-time settings, parsed by :func:`genproc.recipe.parse_sampling`."""
     return typer.Option([], "--sampling",

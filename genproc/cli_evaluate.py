@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from genproc.cli_common import old_flag, sampling_option, user_errors
+from genproc.cli_common import joined_ranks, old_flag, sampling_option, user_errors
 
 
 def evaluate_command(
@@ -28,8 +28,11 @@ def evaluate_command(
     old_set: list[str] = old_flag("--set"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache (default: $GENPROC_CACHE/fidelity or ~/.cache/genproc/fidelity)."),
 ) -> None:
-    """Evaluate a trained run: FID/KID (torch-fidelity) and NLL in bits/dim; prints a table, writes <run_dir>/eval/*.json."""
-    with user_errors():
+    """Evaluate a trained run: FID/KID (torch-fidelity) and NLL in bits/dim; prints a table, writes <run_dir>/eval/*.json.
+    Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli evaluate ...; the '--'
+    keeps torchrun from reading --n as its own option) the samples, their features and the NLL
+    images are split across the G processes."""
+    with user_errors(), joined_ranks() as main:
         from genproc.metrics import evaluate, format_table, parse_metrics
         from genproc.run import load
 
@@ -41,7 +44,9 @@ def evaluate_command(
         run = run.with_sampling([*old_set, *sampling, *([] if delta is None else [f"delta={delta}"])])
         records = evaluate(run, metrics, n=n, split=split, n_ref=n_ref, seed=seed, batch_size=batch_size,
                            data_root=data_root, inception_weights=inception_weights, cache_dir=cache_dir,
-                           progress=sys.stderr.isatty(), log=log)
+                           progress=sys.stderr.isatty() and main, log=log)
+    if not main:
+        return
     typer.echo(format_table(records))
     for r in records:
         typer.echo(f"wrote {r['json']}")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from genproc.engine import checkpoint as ckpt
-from genproc.engine.distributed import DistInfo, pick_device
+from genproc.engine.distributed import current, pick_device
 from genproc.engine.sampler import SampleResult, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net
@@ -92,20 +92,23 @@ class LoadedRun:
 
     def sample(self, n: int = 64, *, seed: int = 0, batch_size: int = 64, same_init: bool = False,
                share_noise: bool = False, capture_every: int = 0, precision: str | None = None, progress: bool = False,
-               start_index: int = 0) -> SampleResult:
+               start_index: int = 0, distributed: bool = True) -> SampleResult:
         """Draw ``n`` samples: ``.images`` (n, C, H, W) in [0, 1], ``.trajectory`` (frames, n, C, H, W) or None.
 
         Sample i depends only on (seed, start_index + i), not on ``batch_size``. ``same_init``: every sample starts
         from the first one's prior state; ``share_noise``: every sample uses the first one's step noise.
         ``capture_every`` = m keeps every m-th state (0: about 20 frames; negative: none). ``precision``:
-        fp32 | bf16 | fp16 autocast (default: the recipe's ``train.precision``).
+        fp32 | bf16 | fp16 autocast (default: the recipe's ``train.precision``). Under ``torchrun`` (a joined process
+        group) the n samples are split across the ranks and gathered, so every rank must call this and every rank gets
+        all n, equal to one process's; ``distributed=False`` samples on this rank alone.
         """
         precision = precision or self.recipe.train.precision
         if (slow := slow_precision_warning(self.device, precision)) is not None:
             warnings.warn(f"{slow}; pass precision='fp32' (genproc sample --precision fp32)", stacklevel=2)
         return generate(self.process, self.net, n, shape=self.image_shape, data=self.prior_data(), seed=seed,
                         batch_size=batch_size, same_init=same_init, share_noise=share_noise, capture_every=capture_every,
-                        device=self.device, precision=precision, progress=progress, start_index=start_index)
+                        device=self.device, precision=precision, progress=progress, start_index=start_index,
+                        info=current() if distributed else None)
 
     def restore(self, y: torch.Tensor, level: str | int = "auto", n: int = 1, seed: int = 0, **kwargs: Any) -> Any:
         """Deblur (or, with ``scale=s``, super-resolve) images y (N, C, H, W) in [0, 1] by running the reverse chain
@@ -144,7 +147,7 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
                                    files=(f"{weights}.safetensors",))  # only the weights it reads need be intact
     meta = ckpt.load_meta(path)
     recipe = recipe_from_dict(meta["recipe"])
-    dev = pick_device(device, DistInfo())
+    dev = pick_device(device, current())  # under torchrun: this rank's GPU
     net = build_net(recipe.net, recipe.data.channels, recipe.data.image_hw)
     try:
         net.load_state_dict(ckpt.load_weights(path, weights))

@@ -1,7 +1,8 @@
 """The one sampler: prior -> reverse steps -> images, for any process.
 
 Randomness is per sample (``SampleRNG``): sample i depends only on (seed, i), not on
-the batch size, so the same seed gives the same images in any batching.
+the batch size, so the same seed gives the same images in any batching, and the samples split across DDP ranks
+(``info``) are those of one process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genproc.engine.distributed import DistInfo, gather_rows, shard
 from genproc.engine.media import save_gif, save_grid, save_pngs
 from genproc.processes import ForwardProcess, Net, SampleRNG
 from genproc.progress import counter
@@ -111,33 +113,52 @@ def generate(
     precision: str = "fp32",
     progress: bool = False,
     start_index: int = 0,
+    info: DistInfo | None = None,
 ) -> SampleResult:
-    """Draw ``n`` samples. ``net(x, k)`` is called with x (B, C, H, W) and k (B,) int64.
+    """Draw ``n`` samples, indices ``start_index .. start_index + n - 1``. ``net(x, k)`` is called with x (B, C, H, W)
+    and k (B,) int64.
 
-    same_init: every sample starts from sample 0's prior state; share_noise: every sample
-    uses sample 0's step noise. capture_every = m keeps every m-th state (0: ~20 frames,
-    negative: none). ``shape``: (C, H, W) of one sample; ``data``: the training set, for processes whose prior
-    draws from it (``process.needs_data_for_prior``). ``progress``: a tqdm bar (:func:`genproc.progress.counter`).
+    same_init: every sample starts from sample ``start_index``'s prior state; share_noise: every sample uses its step
+    noise. capture_every = m keeps every m-th state (0: ~20 frames, negative: none). ``shape``: (C, H, W) of one
+    sample; ``data``: the training set, for processes whose prior draws from it (``process.needs_data_for_prior``).
+    ``progress``: a tqdm bar (:func:`genproc.progress.counter`). ``info``: DDP ranks to split the n samples across
+    (a collective: every rank calls it and every rank returns all n, on the CPU); None: this process alone.
     """
     device = torch.device(device)
+    info = info or DistInfo()
     levels = process.reverse_levels()
     m = auto_capture_every(len(levels)) if capture_every == 0 else capture_every
-    images, trajs, frame_levels = [], [], []
-    bar = counter("sampling", n, progress=progress, log=None)
-    for b0 in range(0, n, batch_size):
-        idx = list(range(start_index + b0, start_index + min(n, b0 + batch_size)))
+    part = shard(n, info)
+    images, trajs = [], []
+    bar = counter("sampling", len(part), progress=progress and info.is_main, log=None)
+    for b0 in range(part.start, part.stop, batch_size):
+        idx = list(range(start_index + b0, start_index + min(part.stop, b0 + batch_size)))
         init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
         noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
         x = process.prior(init, shape, data).to(device)  # (B, C, H, W)
-        final, frames, frame_levels = chain_with_frames(process, net, x, lambda j, rng=noise: rng.randn(tuple(shape)), m,
-                                                        device=device, precision=precision)
+        final, frames, _ = chain_with_frames(process, net, x, lambda j, rng=noise: rng.randn(tuple(shape)), m,
+                                             device=device, precision=precision)
         images.append(final)
         bar.update(len(idx))
         if m > 0:
             trajs.append(torch.stack(frames))
     bar.close()
-    traj = torch.cat(trajs, dim=1) if trajs else None
-    return SampleResult(torch.cat(images), traj, frame_levels)
+    frame_levels = captured_levels(levels, m)
+    out = torch.cat(images) if images else torch.empty((0, *shape))
+    traj = (torch.cat(trajs, dim=1) if trajs else torch.empty((len(frame_levels), 0, *shape))) if m > 0 else None
+    if info.enabled:
+        out = gather_rows(out, info)
+        traj = None if traj is None else gather_rows(traj.transpose(0, 1).contiguous(), info).transpose(0, 1)
+    return SampleResult(out, traj, frame_levels if m > 0 else [])
+
+
+def captured_levels(levels: list[int], m: int) -> list[int]:
+    """The levels of the states :func:`chain_with_frames` keeps for capture step m > 0: the prior level, then the level
+    after every m-th step and after the last (none for m <= 0)."""
+    if m <= 0:
+        return []
+    nxt = [*levels[1:], 0]
+    return [levels[0]] + [nxt[j] for j in range(len(levels)) if (j + 1) % m == 0 or j == len(levels) - 1]
 
 
 def chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], m: int, *,

@@ -312,16 +312,17 @@ class Trainer:
         return self._prior_source
 
     def sample_grid(self, step: int) -> None:
-        """samples/step_XXXXXXXX.png (+ .gif) and samples/latest.png from the EMA weights (rank 0)."""
-        if not self.info.is_main:
-            return
+        """samples/step_XXXXXXXX.png (+ .gif) and samples/latest.png from the EMA weights: the samples split across
+        the DDP ranks (:func:`generate`'s ``info``), rank 0 writes them."""
         r, d = self.recipe, self.recipe.data
         self.ema.module.eval()
         res = generate(self.process, self.ema.module, r.sample.n, shape=(d.channels, *d.image_hw),
                        data=self.prior_data(), seed=r.seed,
                        batch_size=r.sample.batch_size, capture_every=r.sample.capture_every, device=self.device,
-                       precision=r.train.precision)
+                       precision=r.train.precision, info=self.info)
         self.ema.module.train()
+        if not self.info.is_main:
+            return
         out = self.run_dir / "samples"
         try:
             save_grid(res.images, out / f"step_{step:08d}.png", scale=2)
@@ -333,17 +334,21 @@ class Trainer:
                                f"the checkpoints are not affected") from None
 
     def evaluate(self, step: int) -> None:
-        """The caller's evaluation of the EMA model, appended to metrics.jsonl as {"step", "eval", ...} (rank 0)."""
-        if self.info.is_main and self.eval_fn is not None:
+        """The caller's evaluation of the EMA model, appended to metrics.jsonl as {"step", "eval", ...}: called on every
+        DDP rank (genproc's evaluation splits its samples across them: no rank idles past a collective's timeout), rank 0
+        writes."""
+        if self.eval_fn is not None:
             self.ema.module.eval()
             t0 = time.time()
             prior = self.prior_data()
             values = self.eval_fn(step, self.ema.module, self.process, self.data, None if prior is self.data else prior)
             self.ema.module.train()
-            self._append({"step": step, "eval": values, "eval_n": self.recipe.train.eval_n,
-                          "eval_seconds": time.time() - t0, "time": time.time()})
-            self._scalars({f"eval/{name}": v for name, v in values.items()}, step)
-            self.log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()) + f" (n={self.recipe.train.eval_n})")
+            if self.info.is_main:
+                self._append({"step": step, "eval": values, "eval_n": self.recipe.train.eval_n,
+                              "eval_seconds": time.time() - t0, "time": time.time()})
+                self._scalars({f"eval/{name}": v for name, v in values.items()}, step)
+                self.log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+                         + f" (n={self.recipe.train.eval_n})")
         barrier(self.info)
 
     def _append(self, record: dict[str, Any]) -> None:

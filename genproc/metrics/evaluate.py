@@ -14,8 +14,9 @@ from torch_fidelity import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_S
 
 from genproc import __version__
 from genproc.data import build_dataset
+from genproc.engine.distributed import current, shard
 from genproc.errors import GenprocError
-from genproc.metrics.fidelity import FIDELITY_METRICS, fidelity_metrics, reference_key
+from genproc.metrics.fidelity import FIDELITY_METRICS, fidelity_metrics_across_ranks, reference_key
 from genproc.metrics.images import ReferenceImages, SampleStream
 from genproc.metrics.inception import INCEPTION, resolve_weights
 from genproc.metrics.nll import evaluate_nll
@@ -46,13 +47,18 @@ def _check_args(n: int, batch_size: int, n_ref: int | None) -> None:
 def _fidelity_records(run: Any, ref: Any, metrics: set[str], n: int, n_ref: int | None, seed: int, batch_size: int,
                       weights: Any, cache_dir: Any, progress: bool,
                       log: Callable[[str], Any]) -> list[dict[str, Any]]:
-    gen = SampleStream(run, n, seed=seed, batch_size=batch_size, progress=progress, log=log)
+    info = current()
+    part = shard(n, info)  # under torchrun each rank samples and embeds its own part
+    gen = SampleStream(run, len(part), seed=seed, batch_size=batch_size, start_index=part.start,
+                       progress=progress and info.is_main, log=log if info.is_main else None)
     refs = ReferenceImages(ref, n_ref)
     key = reference_key(ref, len(refs), weights)
-    log(f"{'/'.join(sorted(metrics))}: {n} samples vs {ref.name} {ref.split} ({len(refs)} images), {weights.extractor}")
+    log(f"{'/'.join(sorted(metrics))}: {n} samples vs {ref.name} {ref.split} ({len(refs)} images), {weights.extractor}"
+        + (f", across {info.world_size} ranks" if info.enabled else ""))
     t0 = time.time()
-    out = fidelity_metrics(gen, refs, metrics, weights=weights, reference_name=key, cache_root=cache_dir,
-                           batch_size=batch_size, seed=seed, cuda=run.device.type == "cuda", log=log)
+    out = fidelity_metrics_across_ranks(gen, refs, metrics, info=info, weights=weights, reference_name=key,
+                                        cache_root=cache_dir, batch_size=batch_size, seed=seed,
+                                        cuda=run.device.type == "cuda", log=log)
     extra = {"extractor": weights.extractor, "weights_sha256": weights.sha256, "weights_path": weights.path,
              "reference": {"dataset": ref.name, "split": ref.split, "size": len(refs), "root": ref.root,
                            "cache_name": key, "cached": out["reference_cached"]},
@@ -94,8 +100,13 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     ``run_dir`` may also be a run already loaded by :func:`genproc.load` (``checkpoint`` is then ignored), e.g.
     ``run.with_sampling(delta=0.02)`` to evaluate under other sampling-time settings; every record states the
     process's sampling settings (``sampling``) and which of them differ from the trained recipe (``sampling_overrides``).
+    Under ``torchrun`` the samples, their features and the NLL images are split across the ranks (a collective: every
+    rank calls it and gets the records; rank 0 logs and writes the JSON), with the single-process result.
     """
     names = parse_metrics(metrics)
+    info = current()
+    if not info.is_main:
+        log = _quiet
     _check_args(n, batch_size, n_ref)
     run = run_dir if isinstance(run_dir, LoadedRun) else load(run_dir, checkpoint=checkpoint, data_root=data_root)
     run_dir = run.run_dir
@@ -103,7 +114,8 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
     data = build_dataset(run.recipe.data, split, data_root)
     out_dir = Path(run_dir) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     stag = "".join(f"-{k}{v}" for k, v in run.sampling.items())
 
     def save(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,13 +124,14 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
         for r in recs:
             r.update(process=run.process_name, sampling=run.process.sampling_settings(), seed=seed,
                      sampling_overrides=dict(run.sampling), checkpoint_step=run.step, checkpoint=str(run.checkpoint),
-                     genproc_version=__version__, created=now, run_dir=str(run_dir))
+                     genproc_version=__version__, created=now, run_dir=str(run_dir), ranks=info.world_size)
             path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}{stag}.json"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(r, indent=1, sort_keys=False))
-            os.replace(tmp, path)
+            if info.is_main:
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(r, indent=1, sort_keys=False))
+                os.replace(tmp, path)
+                log(f"wrote {path}")
             r["json"] = str(path)
-            log(f"wrote {path}")
         return recs
 
     records = []
@@ -128,6 +141,10 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     if "nll" in names:
         records += save([_nll_record(run, data, n, seed, batch_size, progress, log)])
     return records
+
+
+def _quiet(*_: Any) -> None:
+    """The log of a rank other than 0: rank 0 speaks for all."""
 
 
 def kid_spread(std: float | None, one_subset: bool = False) -> str:

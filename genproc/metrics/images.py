@@ -29,13 +29,14 @@ class SampleStream(Dataset):
     """``n`` samples of a loaded run as uint8 (3, H, W), generated ``batch_size`` at a time.
 
     Sample i depends only on (seed, i) (per-sample RNG), so any access order gives the same
-    images; sequential access generates each batch exactly once. ``progress``: a tqdm bar;
-    else, given ``log``, a :class:`~genproc.progress.Heartbeat` line every minute.
+    images; sequential access generates each batch exactly once. Item i is sample ``start_index + i`` (a DDP rank's
+    shard), drawn on this process alone. ``progress``: a tqdm bar; else, given ``log``, a
+    :class:`~genproc.progress.Heartbeat` line every minute.
     """
 
-    def __init__(self, run: Any, n: int, *, seed: int = 0, batch_size: int = 64,
+    def __init__(self, run: Any, n: int, *, seed: int = 0, batch_size: int = 64, start_index: int = 0,
                  progress: bool = False, log: Callable[[str], Any] | None = None):
-        self.run, self.n, self.seed, self.batch_size = run, n, seed, batch_size
+        self.run, self.n, self.seed, self.batch_size, self.start_index = run, n, seed, batch_size, start_index
         self._start, self._images = -1, torch.empty(0)
         self._progress = counter("sampling", n, progress=progress, log=log)
 
@@ -49,7 +50,7 @@ class SampleStream(Dataset):
         if start != self._start:
             count = min(self.batch_size, self.n - start)
             res = self.run.sample(count, seed=self.seed, batch_size=count, capture_every=-1,
-                                  start_index=start)
+                                  start_index=self.start_index + start, distributed=False)
             self._start, self._images = start, to_uint8_rgb(res.images)  # (count, 3, H, W)
             self._progress.update(count)
             if start + count == self.n:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from genproc.engine.distributed import current, gather_rows, shard
 from genproc.engine.media import to_uint8
 from genproc.errors import GenprocError
 from genproc.processes import ELBO, SampleRNG
@@ -61,29 +62,33 @@ def evaluate_nll(run: Any, data: Any, n: int, *, seed: int = 0, batch_size: int 
     ``progress``: a tqdm bar; else, given ``log``, a progress line every minute.
 
     data: an ImageDataset (the evaluation split). Returns total and per-term means in nats
-    and bits/dim, the standard error of the total, and the number of images used.
+    and bits/dim, the standard error of the total, and the number of images used. Under ``torchrun`` each rank
+    bounds its own part of the images and the per-image terms are gathered (a collective), so every rank returns the
+    single-process result.
     """
     elbo = elbo_of(run)
     n = min(n, len(data))
     dims = data[0].numel()
-    sums: dict[str, float] = {}
-    tot_sum = tot_sq = 0.0
-    bar = counter("nll", n, progress=progress, log=log)
-    for b0 in range(0, n, batch_size):
-        idx = list(range(b0, min(n, b0 + batch_size)))
+    info = current()
+    part = shard(n, info)
+    if not part:
+        raise GenprocError(f"nll across {info.world_size} ranks needs at least one image per rank, got {n} images")
+    local: dict[str, list[torch.Tensor]] = {}
+    bar = counter("nll", len(part), progress=progress and info.is_main, log=log if info.is_main else None)
+    for b0 in range(part.start, part.stop, batch_size):
+        idx = list(range(b0, min(part.stop, b0 + batch_size)))
         x = data.get_batch(torch.tensor(idx)).to(run.device)  # (B, C, H, W) in [0, 1]
         x = dequantize(x, SampleRNG(seed, idx, DEQUANT_STREAM, run.device).rand(tuple(x.shape[1:])))
-        terms = elbo.terms(run.net, x, SampleRNG(seed, idx, ELBO_STREAM, run.device))
-        total = sum(terms.values())  # (B,) nats
-        for key, v in terms.items():
-            sums[key] = sums.get(key, 0.0) + float(v.sum())
-        tot_sum += float(total.sum())
-        tot_sq += float((total**2).sum())
+        for key, v in elbo.terms(run.net, x, SampleRNG(seed, idx, ELBO_STREAM, run.device)).items():
+            local.setdefault(key, []).append(v.double().cpu())
         bar.update(len(idx))
     bar.close()
-    mean = tot_sum / n
-    std_err = math.sqrt(max(tot_sq / n - mean**2, 0.0) / max(n - 1, 1))
-    nats = {k: s / n for k, s in sums.items()}
+    # (n,) float64 nats per image and term, in image order; the same sums in one process and across ranks
+    per_image = {k: gather_rows(torch.cat(v), info) for k, v in local.items()}
+    total = sum(per_image.values())  # (n,)
+    mean = float(total.sum()) / n
+    std_err = math.sqrt(max(float((total**2).sum()) / n - mean**2, 0.0) / max(n - 1, 1))
+    nats = {k: float(v.sum()) / n for k, v in per_image.items()}
     return {
         "bits_per_dim": bits_per_dim(mean, dims),
         "std_error_bits_per_dim": std_err / (dims * math.log(2.0)),
