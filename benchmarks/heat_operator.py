@@ -3,7 +3,7 @@
 Times one full application (forward 2-D DCT, per-sample decay, inverse DCT) on a batch,
 for the batch shapes of the MNIST, CIFAR-10 and 256x256 recipes, with:
 
-* genproc ``heat_forward`` with ``method`` = auto | matmul | fft;
+* genproc ``heat_forward`` with ``method`` = auto | matmul | fft | scipy;
 * scipy: ``scipy.fft.dctn/idctn(norm="ortho")`` on float32 numpy, ``workers=1``
   (scipy's default) and ``workers=-1`` (all cores);
 * genproc's spatial-domain operator of the ``blur`` process (``gaussian_blur``: a separable Gaussian
@@ -20,7 +20,7 @@ uniform in [0, 1]; diffusion times are per sample, drawn from the IHDM schedule
 (sigma_B log-spaced in [0.5, 20], t = sigma_B^2 / 2).
 
     python benchmarks/heat_operator.py --repeats 20
-    python benchmarks/heat_operator.py --sweep          # matmul vs fft by image side
+    python benchmarks/heat_operator.py --sweep          # every method by image side, and auto / best
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ def run_table(repeats: int, warmup: int, device: torch.device) -> None:
             "genproc auto": partial(heat_forward, xd, td, "auto"),
             "genproc matmul": partial(heat_forward, xd, td, "matmul"),
             "genproc fft": partial(heat_forward, xd, td, "fft"),
+            **({"genproc scipy": partial(heat_forward, xd, td, "scipy")} if device.type == "cpu" else {}),
             "torch-dct approach": partial(heat_torch_dct, xd, td),
             "genproc blur (spatial)": partial(gaussian_blur, xd, (2 * td).sqrt()),
         }
@@ -165,19 +166,36 @@ def run_table(repeats: int, warmup: int, device: torch.device) -> None:
         print(f"| {shape} | {s:.2f}× | {b:.2f}× |")
 
 
-def run_sweep(repeats: int, warmup: int, device: torch.device, elems: int) -> None:
-    """matmul vs fft per image side, at a fixed number of pixels per call (what sets MATMUL_MAX_SIDE)."""
+def run_sweep(repeats: int, warmup: int, device: torch.device, elems: int) -> list[float]:
+    """Every method per image side, at a fixed number of pixels per call (what sets the ``auto`` thresholds), and the
+    ratio of ``auto`` to the best of (dense matmul, scipy called directly with torch's thread count) on the CPU, or to
+    the best of (matmul, fft) on other devices. Returns those ratios."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    print(f"| side | batch (N×C) | matmul ms | fft ms | fft/matmul | auto picks (MATMUL_MAX_SIDE={gdct.MATMUL_MAX_SIDE}) |")
-    print("|---:|---:|---:|---:|---:|---|")
-    for side in (16, 28, 32, 64, 96, 128, 160, 192, 224, 256, 384, 512):
+    cpu = device.type == "cpu"
+    limit = gdct.CPU_MATMUL_MAX_SIDE if cpu else gdct.CUDA_MATMUL_MAX_SIDE
+    ref_name = "best of (matmul, scipy)" if cpu else "best of (matmul, fft)"
+    print(f"heat operator F(t) x per image side, {elems:,} pixels per call; auto: matmul up to side {limit}, then "
+          f"{'scipy' if cpu else 'fft'}")
+    print(f"| side | batch (N×C) | matmul ms | fft ms | {'scipy ms (direct) | ' if cpu else ''}auto ms | auto picks | "
+          f"auto / {ref_name} |")
+    print("|---:|---:|---:|---:|" + ("---:|" if cpu else "") + "---:|---|---:|")
+    ratios = []
+    for side in (16, 28, 32, 48, 64, 96, 128, 192, 256, 384, 512):
         nc = max(1, elems // (side * side))
         x, t = _inputs((nc, 1, side, side))
+        xn, tn = x.numpy(), t.numpy()
         x, t = x.to(device), t.to(device)
-        mm = _time(partial(heat_forward, x, t, "matmul"), repeats, warmup, sync)
-        ff = _time(partial(heat_forward, x, t, "fft"), repeats, warmup, sync)
-        pick = "matmul" if side <= gdct.MATMUL_MAX_SIDE else "fft"
-        print(f"| {side} | {nc} | {mm:.3f} | {ff:.3f} | {ff / mm:.2f} | {pick} |")
+        ms = {m: _time(partial(heat_forward, x, t, m), repeats, warmup, sync) for m in ("matmul", "fft", "auto")}
+        if cpu:
+            ms["scipy"] = _time(partial(heat_scipy, xn, tn, torch.get_num_threads()), repeats, warmup, sync)
+        best = min(ms["matmul"], ms["scipy"] if cpu else ms["fft"])
+        ratios.append(ms["auto"] / best)
+        pick = "matmul" if side <= limit else ("scipy" if cpu else "fft")
+        print(f"| {side} | {nc} | {ms['matmul']:.3f} | {ms['fft']:.3f} | " + (f"{ms['scipy']:.3f} | " if cpu else "")
+              + f"{ms['auto']:.3f} | {pick} | {ratios[-1]:.2f} |")
+    print(f"\nauto / {ref_name}: worst {max(ratios):.2f}, median {statistics.median(ratios):.2f} "
+          f"(target: within 1.2 at every side)")
+    return ratios
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalu
 from genproc.processes.heat import HeatConfig, HeatProcess, blur_schedule
 from genproc.processes.rng import SampleRNG
 
-METHODS = ["matmul", "fft"]  # "auto" only dispatches to one of them: see test_auto_dispatch
+METHODS = ["matmul", "fft", "scipy"]  # "auto" only dispatches to one of them: see test_auto_dispatch
 # (N, C, H, W): square MNIST/CIFAR sizes, odd and non-square sides, and a 256-wide image
 # (the size at which "auto" switches to the FFT path).
 SHAPES = [(2, 1, 28, 28), (2, 3, 32, 32), (2, 2, 17, 30), (1, 1, 7, 1), (1, 1, 8, 256), (1, 1, 256, 256)]
@@ -179,15 +179,32 @@ def test_heat_per_sample_t_equals_separate_calls(method):
 
 
 def test_auto_dispatch():
-    """'auto' is the matmul path up to MATMUL_MAX_SIDE and the FFT path above it (bit-identical)."""
-    from genproc.processes.dct import MATMUL_MAX_SIDE
+    """'auto' on the CPU is the matmul path up to CPU_MATMUL_MAX_SIDE and scipy above it (bit-identical); 'scipy' on
+    another device is a one-line error."""
+    from genproc.errors import GenprocError
+    from genproc.processes.dct import CPU_MATMUL_MAX_SIDE
 
-    small, big = _randn(1, 1, MATMUL_MAX_SIDE, 20), _randn(1, 1, 20, MATMUL_MAX_SIDE + 1)
+    small, big = _randn(1, 1, CPU_MATMUL_MAX_SIDE, 20), _randn(1, 1, 20, CPU_MATMUL_MAX_SIDE + 1)
     assert torch.equal(dct2(small, "auto"), dct2(small, "matmul"))
     assert torch.equal(idct2(small, "auto"), idct2(small, "matmul"))
-    assert torch.equal(dct2(big, "auto"), dct2(big, "fft"))
-    assert torch.equal(heat_forward(big, 2.0, "auto"), heat_forward(big, 2.0, "fft"))
+    assert torch.equal(dct2(big, "auto"), dct2(big, "scipy"))
+    assert torch.equal(heat_forward(big, 2.0, "auto"), heat_forward(big, 2.0, "scipy"))
     assert torch.equal(heat_forward(big, 2.0), heat_forward(big, 2.0, "auto"))  # the default
+    with pytest.raises(GenprocError, match="CPU only"):
+        dct2(small.to("meta"), "scipy")
+
+
+@pytest.mark.parametrize("method", ["fft", "scipy", "matmul"])
+def test_dct_gradient_is_the_inverse_transform(method):
+    """The DCT is orthonormal, so the gradient of <g, dct2(x)> is idct2(g) (and of <g, idct2(y)> is dct2(g)): checked
+    against the dense matrices, including the scipy path's autograd function, on a non-square odd size."""
+    x = _randn(2, 1, 9, 14).double().requires_grad_()
+    g = _randn(2, 1, 9, 14).double()
+    (dct2(x, method) * g).sum().backward()
+    assert _max_err(x.grad, idct2(g, "matmul")) <= 1e-12
+    y = _randn(2, 1, 9, 14).double().requires_grad_()
+    (idct2(y, method) * g).sum().backward()
+    assert _max_err(y.grad, dct2(g, "matmul")) <= 1e-12
 
 
 def test_heat_methods_agree():

@@ -48,6 +48,7 @@ import torch
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
+from genproc.processes.dct import METHODS as DCT_METHODS
 from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues, noise_left
 from genproc.processes.rng import SampleRNG
 
@@ -65,7 +66,7 @@ class BDMConfig(ProcessConfig):
     sampler: str = "ancestral"  # ancestral | ddim
     ddim_steps: int = 50  # levels visited by DDIM
     eta: float = 0.0  # DDIM stochasticity (0: deterministic, 1: the ancestral posterior's variance)
-    dct: str = "auto"  # auto | matmul | fft
+    dct: str = "auto"  # auto | matmul | fft | scipy (genproc.processes.dct)
     prediction: str = "eps"  # eps | x | v: the network's target (a training-time choice)
     SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "dct")
 
@@ -86,8 +87,8 @@ class BDMConfig(ProcessConfig):
             raise GenprocError(f"recipe field 'process.eta': expected >= 0, got {self.eta}")
         if self.prediction not in PREDICTIONS:
             raise GenprocError(f"recipe field 'process.prediction': expected {'|'.join(PREDICTIONS)}, got {self.prediction!r}")
-        if self.dct not in ("auto", "matmul", "fft"):
-            raise GenprocError(f"recipe field 'process.dct': expected auto|matmul|fft, got {self.dct!r}")
+        if self.dct not in DCT_METHODS:
+            raise GenprocError(f"recipe field 'process.dct': expected {'|'.join(DCT_METHODS)}, got {self.dct!r}")
 
 
 def logsnr_cosine(t: torch.Tensor, logsnr_min: float = -10.0, logsnr_max: float = 10.0) -> torch.Tensor:

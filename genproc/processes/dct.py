@@ -1,14 +1,21 @@
 """Orthonormal DCT-II along the last two axes, and the heat operator built on it.
 
-Two exact implementations of the same transform:
+Three exact implementations of the same transform:
 
-* ``matmul``: dense orthonormal DCT matrices, ``X = C_H x C_Wᵀ`` (fastest for small
-  images: a 28×28 transform is two tiny GEMMs);
-* ``fft``: Makhoul's reordering + one real FFT per axis, O(N log N) (wins for large
-  images, e.g. 256×256).
+* ``matmul``: dense orthonormal DCT matrices, ``X = C_H x C_Wᵀ`` (fastest for small images: a 28×28 transform is
+  two tiny GEMMs);
+* ``fft``: the 2-D transform from ONE real 2-D FFT of the reordered image (Makhoul 1980, "A fast cosine transform in
+  one and multiple dimensions", IEEE TASSP 28(1): v = x with each axis reordered [even samples, odd samples
+  reversed], V = FFT2(v); then C(k1, k2) = Re{w1 (w2 V(k1, k2) + w2* V(k1, -k2))} / 2 with w = e^{-iπk/2N}), and
+  its inverse from one inverse real 2-D FFT, V(k1, k2) = w1* w2* [(c(k1,k2) − c(-k1,-k2)) − i (c(-k1,k2) + c(k1,-k2))]
+  (c at index N is 0). O(N log N) on any device;
+* ``scipy``: scipy.fft's pocketfft DCT (CPU only; ``torch.get_num_threads()`` workers), wrapped as an autograd
+  function whose backward is the inverse transform (the DCT is orthonormal, so its adjoint is its inverse).
 
-:func:`dct2` / :func:`idct2` pick the method per size (``method="auto"``); both run in
-float32, batched over any leading axes, on any device, and are differentiable.
+:func:`dct2` / :func:`idct2` pick the method per size and device (``method="auto"``): matmul up to
+:data:`CPU_MATMUL_MAX_SIDE` (CPU) / :data:`CUDA_MATMUL_MAX_SIDE` (other devices), then scipy on the CPU and fft
+elsewhere (the thresholds are measured by ``benchmarks/heat_operator.py --sweep``). All run in the input's float
+dtype, batched over any leading axes, and are differentiable.
 """
 
 from __future__ import annotations
@@ -18,8 +25,12 @@ from functools import lru_cache
 
 import torch
 
-# Above this side length the FFT path is used by "auto" (see benchmarks/README.md).
-MATMUL_MAX_SIDE = 256
+from genproc.errors import GenprocError
+
+# "auto" uses the dense matmul path up to these image sides (the larger of H, W), see benchmarks/README.md
+CPU_MATMUL_MAX_SIDE = 48
+CUDA_MATMUL_MAX_SIDE = 256
+METHODS = ("auto", "matmul", "fft", "scipy")
 
 
 @lru_cache(maxsize=32)
@@ -32,7 +43,7 @@ def _dct_matrix_cpu(n: int) -> torch.Tensor:
     return c
 
 
-_DEVICE_CACHE: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
+_DEVICE_CACHE: dict[tuple, object] = {}
 
 
 def dct_matrix(n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -40,84 +51,130 @@ def dct_matrix(n: int, device: torch.device | str = "cpu", dtype: torch.dtype = 
     key = (n, str(device), dtype)
     if key not in _DEVICE_CACHE:
         _DEVICE_CACHE[key] = _dct_matrix_cpu(n).to(device=device, dtype=dtype)
-    return _DEVICE_CACHE[key]
+    return _DEVICE_CACHE[key]  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------ FFT path
 
 
-def _twiddle(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) of π k / (2n), k = 0..n-1."""
-    k = torch.arange(n, device=device, dtype=torch.float64) * (math.pi / (2 * n))
-    return torch.cos(k).to(dtype), torch.sin(k).to(dtype)
+def _makhoul_order(n: int) -> torch.Tensor:
+    """v[j] = x[p[j]]: the even samples, then the odd ones reversed."""
+    return torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2).flip(0)])
 
 
-def _dct_fft_lastdim(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal DCT-II along the last axis via Makhoul's reordering and one real FFT (rfft: half the complex work;
-    V_k for k > n/2 is conj(V_{n-k}))."""
-    n = x.shape[-1]
-    v = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], dim=-1)
-    big_v = torch.fft.rfft(v, dim=-1)  # (..., n//2 + 1)
-    k = torch.arange(n, device=x.device)
-    mirror = k > n // 2
-    idx = torch.where(mirror, n - k, k)
-    re = big_v.real[..., idx]
-    im = big_v.imag[..., idx] * torch.where(mirror, -1.0, 1.0).to(x.dtype)
-    cos, sin = _twiddle(n, x.device, x.dtype)
-    out = (re * cos + im * sin) * math.sqrt(2.0 / n)  # Re(V_k e^{-iπk/2n})
-    out[..., 0] = out[..., 0] / math.sqrt(2.0)
-    return out
+def _fft_constants(h: int, w: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Index maps, twiddles and scales of the 2-D FFT path for (h, w) images (cached per device and dtype)."""
+    key = ("fft", h, w, str(device), dtype)
+    if key not in _DEVICE_CACHE:
+        half = w // 2 + 1
+        p1, p2 = _makhoul_order(h), _makhoul_order(w)
+        w1 = torch.exp(-1j * math.pi * torch.arange(h, dtype=torch.float64) / (2 * h))[:, None]  # (h, 1)
+        w2 = torch.exp(-1j * math.pi * torch.arange(half, dtype=torch.float64) / (2 * w))[None, :]  # (1, w//2+1)
+        s1, s2 = torch.full((h,), math.sqrt(2.0 / h), dtype=torch.float64), torch.full((w,), math.sqrt(2.0 / w),
+                                                                                     dtype=torch.float64)
+        s1[0], s2[0] = math.sqrt(1.0 / h), math.sqrt(1.0 / w)
+        cd = torch.complex128 if dtype == torch.float64 else torch.complex64
+        _DEVICE_CACHE[key] = {
+            "p1": p1[:, None].to(device), "p2": p2[None, :].to(device),
+            "inv1": torch.argsort(p1)[:, None].to(device), "inv2": torch.argsort(p2)[None, :].to(device),
+            "neg1": ((-torch.arange(h)) % h).to(device),  # index of -k1 (mod h)
+            "w1": w1.to(device, cd), "w2": w2.to(device, cd), "w2c": w2.conj().to(device, cd),
+            "w12c": (w1.conj() * w2.conj()).to(device, cd),
+            "scale": (s1[:, None] * s2[None, :] / 2).to(device, dtype),  # orthonormal scaling and the formula's 1/2
+        }
+    return _DEVICE_CACHE[key]  # type: ignore[return-value]
 
 
-def _idct_fft_lastdim(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_dct_fft_lastdim` (orthonormal DCT-III) via one inverse real FFT: only V_0..V_{n/2} are formed,
-    V_k = (c_k - i c_{n-k}) e^{iπk/2n} with c_n = 0."""
-    n = y.shape[-1]
-    half = n // 2 + 1
-    scale = torch.full((n,), math.sqrt(2.0 / n), device=y.device, dtype=y.dtype)
-    scale[0] = math.sqrt(1.0 / n)
-    c = y / scale  # un-normalised coefficients X_k
-    c_rev = torch.cat([torch.zeros_like(c[..., :1]), c[..., 1:].flip(-1)], dim=-1)[..., :half]  # c_{n-k}
-    cos, sin = _twiddle(n, y.device, y.dtype)
-    a, b, co, si = c[..., :half], -c_rev, cos[:half], sin[:half]
-    big_v = torch.complex(a * co - b * si, a * si + b * co)  # (a + i b) e^{iπk/2n}
-    v = torch.fft.irfft(big_v, n=n, dim=-1)
-    out = torch.empty_like(v)
-    h = (n + 1) // 2
-    out[..., ::2] = v[..., :h]
-    out[..., 1::2] = v[..., h:].flip(-1)
-    return out
+def _dct2_fft(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal 2-D DCT-II from one rfft2 (module docstring). Columns k2 <= w/2 come from V(k1, ±k2) directly, the
+    columns w - k2 from the same products: C(k1, w - k2) = -Im{w1 (w2 V(k1, k2) - w2* V(k1, -k2))} / 2."""
+    h, w = x.shape[-2:]
+    c = _fft_constants(h, w, x.device, x.dtype)
+    half = w // 2 + 1
+    big_v = torch.fft.rfft2(x[..., c["p1"], c["p2"]])  # (..., h, w//2+1)
+    a = c["w2"] * big_v
+    b = c["w2c"] * big_v.index_select(-2, c["neg1"]).conj()  # w2* V(k1, -k2) = w2* conj(V(-k1, k2)) (real input)
+    out = torch.empty_like(x)
+    out[..., :half] = (c["w1"] * (a + b)).real
+    if w - half > 0:
+        out[..., half:] = (c["w1"] * (b[..., 1:w - half + 1] - a[..., 1:w - half + 1])).imag.flip(-1)
+    return out * c["scale"]
 
 
-def _choose(h: int, w: int, method: str) -> str:
+def _idct2_fft(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_dct2_fft` (orthonormal 2-D DCT-III) from one irfft2 (module docstring)."""
+    h, w = y.shape[-2:]
+    c = _fft_constants(h, w, y.device, y.dtype)
+    half = w // 2 + 1
+    u = y / (2 * c["scale"])  # the un-normalised coefficients c(k1, k2)
+
+    def neg(t: torch.Tensor, dim: int) -> torch.Tensor:  # t at index -k along dim, 0 at k = 0 (c(N) = 0)
+        return torch.cat([torch.zeros_like(t.narrow(dim, 0, 1)), t.narrow(dim, 1, t.shape[dim] - 1).flip(dim)], dim)
+
+    u_1 = neg(u, -2)  # c(-k1, k2)
+    big_v = torch.complex(u[..., :half] - neg(u_1, -1)[..., :half], -(neg(u, -1)[..., :half] + u_1[..., :half]))
+    v = torch.fft.irfft2(big_v * c["w12c"], s=(h, w))
+    return v[..., c["inv1"], c["inv2"]]
+
+
+# ------------------------------------------------------------------ scipy (pocketfft) path, CPU
+
+
+class _ScipyDCT(torch.autograd.Function):
+    """Orthonormal 2-D DCT-II (``inverse``: DCT-III) of a CPU tensor by scipy.fft; the gradient is the other one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, inverse: bool) -> torch.Tensor:  # type: ignore[override]
+        ctx.inverse = inverse
+        return _scipy(x, inverse)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return _scipy(g, not ctx.inverse), None
+
+
+def _scipy(x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    import scipy.fft
+
+    fn = scipy.fft.idctn if inverse else scipy.fft.dctn
+    arr = x.detach().contiguous().numpy()
+    return torch.from_numpy(fn(arr, type=2, axes=(-2, -1), norm="ortho", workers=torch.get_num_threads()))
+
+
+def _choose(h: int, w: int, method: str, device: torch.device) -> str:
+    if method not in METHODS:
+        raise ValueError(f"DCT method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "scipy" and device.type != "cpu":
+        raise GenprocError(f"DCT method 'scipy' (process.dct) runs on the CPU only, the model is on {device}; "
+                           f"use auto or fft")
     if method == "auto":
-        return "matmul" if max(h, w) <= MATMUL_MAX_SIDE else "fft"
-    if method not in ("matmul", "fft"):
-        raise ValueError(f"DCT method must be 'auto', 'matmul' or 'fft', got {method!r}")
+        if device.type == "cpu":
+            return "matmul" if max(h, w) <= CPU_MATMUL_MAX_SIDE else "scipy"
+        return "matmul" if max(h, w) <= CUDA_MATMUL_MAX_SIDE else "fft"
     return method
 
 
 def dct2(x: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """Orthonormal 2-D DCT-II over the last two axes.
 
-    x: (..., H, W) float32 -> (..., H, W) float32 coefficients, [n, m] = frequency (row, col).
+    x: (..., H, W) float -> (..., H, W) coefficients, [n, m] = frequency (row, col).
     """
     h, w = x.shape[-2:]
-    if _choose(h, w, method) == "matmul":
+    m = _choose(h, w, method, x.device)
+    if m == "matmul":
         ch, cw = dct_matrix(h, x.device, x.dtype), dct_matrix(w, x.device, x.dtype)
         return ch @ x @ cw.T
-    y = _dct_fft_lastdim(x)  # along W
-    return _dct_fft_lastdim(y.transpose(-1, -2)).transpose(-1, -2)  # along H
+    return _dct2_fft(x) if m == "fft" else _ScipyDCT.apply(x, False)
 
 
 def idct2(y: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """Inverse of :func:`dct2`. y: (..., H, W) coefficients -> (..., H, W) image."""
     h, w = y.shape[-2:]
-    if _choose(h, w, method) == "matmul":
+    m = _choose(h, w, method, y.device)
+    if m == "matmul":
         ch, cw = dct_matrix(h, y.device, y.dtype), dct_matrix(w, y.device, y.dtype)
         return ch.T @ y @ cw
-    x = _idct_fft_lastdim(y)
-    return _idct_fft_lastdim(x.transpose(-1, -2)).transpose(-1, -2)
+    return _idct2_fft(y) if m == "fft" else _ScipyDCT.apply(y, True)
 
 
 # ------------------------------------------------------------------ heat operator

@@ -16,6 +16,7 @@ import torch
 
 from genproc.errors import GenprocError
 from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
+from genproc.processes.dct import METHODS as DCT_METHODS
 from genproc.processes.dct import heat_forward, noise_left
 from genproc.processes.kde_prior import KDECentres, compress_centres
 from genproc.processes.rng import SampleRNG
@@ -28,7 +29,7 @@ class HeatConfig(ProcessConfig):
     sigma_blur_max: float = 20.0  # sigma_B at k = K (Table 2)
     sigma: float = 0.01  # training noise std (Eq. 4), data in [0, 1]
     delta: float = 0.0125  # sampling noise std (Eq. 8), default 1.25 sigma
-    dct: str = "auto"  # auto | matmul | fft
+    dct: str = "auto"  # auto | matmul | fft | scipy (genproc.processes.dct)
     SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("delta", "dct")
 
     def validate(self) -> None:
@@ -40,8 +41,8 @@ class HeatConfig(ProcessConfig):
             )
         if self.sigma < 0 or self.delta < 0:
             raise GenprocError(f"recipe fields 'process.sigma' and 'process.delta' must be >= 0, got {self.sigma}, {self.delta}")
-        if self.dct not in ("auto", "matmul", "fft"):
-            raise GenprocError(f"recipe field 'process.dct': expected auto|matmul|fft, got {self.dct!r}")
+        if self.dct not in DCT_METHODS:
+            raise GenprocError(f"recipe field 'process.dct': expected {'|'.join(DCT_METHODS)}, got {self.dct!r}")
 
 
 def blur_schedule(K: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
