@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_check.sh [--dry-run] [--out FILE]
 # (a) the CUDA tests (pytest -m cuda), (b) benchmarks/mfu.py on the CIFAR-10 and FFHQ-256 paper recipes for
 # fp32 / bf16 / fp16 x {none, channels_last} and bf16 x {compile, compile+channels_last}, (c) sampling network calls/s (in mfu.py's
-# table), (d) everything appended to one file. --dry-run runs the CPU-safe parts on the CPU (the CUDA tests skip,
+# table), (d) everything appended to one file, (e) the heat operator's sweep on the GPU. --dry-run runs the CPU-safe parts on the CPU (the CUDA tests skip,
 # mfu.py on the quickstart recipe for two steps) to check the script itself.
 set -u
 cd "$(dirname "$0")/.."
@@ -40,6 +40,13 @@ else
   # compilation costs about a minute per configuration: bf16 only
   timeout 240 python benchmarks/mfu.py --recipes ihdm_cifar ihdm_ffhq256 --precisions bf16 \
     --knobs compile,compile+channels_last --steps 10 --warmup 3 2>&1 | tee -a "$OUT" || status=1
+fi
+log "## (e) the heat operator on the GPU: matmul vs fft by image side, auto / best"
+if [ "$DRY" = 1 ]; then
+  timeout 120 python benchmarks/heat_operator.py --repeats 2 --warmup 1 --sweep --sweep-elems 65536 2>&1 | tail -16 \
+    | tee -a "$OUT" || status=1
+else
+  timeout 90 python benchmarks/heat_operator.py --device cuda --repeats 20 --sweep 2>&1 | tee -a "$OUT" || status=1
 fi
 log "## done, status $status; results in $OUT"
 exit $status

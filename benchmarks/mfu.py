@@ -10,6 +10,11 @@ of the recipe's shape and batch (or --batch); its FLOPs (forward + backward, as 
 convolutions); img/s after warm-up; TFLOP/s; and the fraction of the matmul peak of the same dtype (a square matmul
 of --peak-size, timed here). Sampling: network calls/s of the EMA net at the sampling batch, and its fraction of
 the peak. One table on stdout.
+
+``--profile``: for the first precision and knob set of each recipe, where the training step's time goes
+(torch.profiler self time by operator class: convolutions and matmuls, which carry the FLOPs, vs normalisation,
+activations, elementwise, optimiser and the rest), and the bound it sets: with a fraction f of the time in FLOP-free
+operators, the step reaches at most (1 - f) x (the convolutions' own rate / peak).
 """
 
 from __future__ import annotations
@@ -88,6 +93,42 @@ def train_step_fn(r, precision: str, batch: int, device: torch.device, knobs: di
     return step, net, fwd, proc
 
 
+CLASSES = (  # (label, substrings of aten operator names), first match wins
+    ("convolution + matmul (the FLOPs)", ("conv", "mm", "addmm", "linear", "matmul", "baddbmm", "_scaled_dot_product")),
+    ("normalisation", ("norm",)),
+    ("activation (SiLU)", ("silu",)),
+    ("optimiser (Adam, EMA, clip)", ("_foreach", "adam", "lerp")),
+    ("elementwise / copies / reductions", ("add", "mul", "sub", "div", "copy", "cat", "fill", "zero", "sum", "mean", "pow",
+                                           "sqrt", "exp", "where", "clone", "contiguous", "to", "softmax", "neg")),
+)
+
+
+def profile_step(step, flops: float, peak: float) -> None:
+    """Print the step's self CPU time by operator class, and the MFU bound the FLOP-free share sets."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step()
+    totals: dict[str, float] = {}
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        label = next((lab for lab, keys in CLASSES if any(k in name for k in keys)), "other")
+        totals[label] = totals.get(label, 0.0) + ev.self_cpu_time_total
+    whole = sum(totals.values())
+    print("\n| where the fp32 training step's time goes (torch.profiler, self CPU time, 3 steps) | share |")
+    print("|---|---:|")
+    for label, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"| {label} | {t / whole:.1%} |")
+    conv = totals.get(CLASSES[0][0], 0.0) / 3 / 1e6  # seconds per step in the FLOP-carrying kernels
+    rate = flops / conv if conv else float("nan")
+    f = 1 - totals.get(CLASSES[0][0], 0.0) / whole
+    print(f"\nconvolutions + matmuls run at {rate / 1e12:.3f} TFLOP/s = {rate / peak:.0%} of the matmul peak; the other "
+          f"{f:.0%} of the step does (almost) no FLOPs, so the step's utilisation is at most "
+          f"{(1 - f) * rate / peak:.0%} (profiler overhead included)\n")
+
+
 def timed(fn, device: torch.device, steps: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
@@ -110,6 +151,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--peak-size", type=int, default=None, help="matmul side for the peak (default 2048 CPU, 8192 GPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--profile", action="store_true", help="where the first configuration's training step spends its time")
     args = ap.parse_args()
     device = torch.device(args.device)
     knob_names = list(KNOBS) if args.knobs == "all" else args.knobs.split(",")
@@ -157,6 +199,9 @@ def main() -> None:
                 print(f"| {name} | {count_parameters(net):,} | {batch} | {p} | {kn} | {flops / 1e9:.2f} | {batch / sec:.1f} | "
                       f"{tf:.3f} | {tf * 1e12 / peaks[p]:.0%} | {r.sample.batch_size / s_sec:.1f} | {st:.3f} | "
                       f"{st * 1e12 / peaks[p]:.0%} |", flush=True)
+                if args.profile and (p, kn) == (next(iter(peaks)), knob_names[0]) and device.type == "cpu":
+                    net.train()
+                    profile_step(step, flops, peaks[p])
 
 
 if __name__ == "__main__":

@@ -119,6 +119,12 @@ def test_sample_and_evaluate_across_two_gloo_ranks_match_single_process(tmp_path
         assert x["value"] == pytest.approx(y["value"], rel=1e-5), x["metric"]
     assert one[0]["value"] > 0 and one[2]["terms_nats"] == pytest.approx(two[2]["terms_nats"], rel=1e-6)
     assert one[2]["std_error_bits_per_dim"] == pytest.approx(two[2]["std_error_bits_per_dim"], rel=1e-5)
+    # genproc evaluate itself under torchrun: rank 0 prints and writes one record, the single-process value
+    r = _run(_torchrun("-m", "--", "genproc.cli", "evaluate", str(run), "--metrics", "nll", "--n", "7", "--seed", "3",
+                       "--batch-size", "2"), tmp_path)
+    assert r.stdout.count("wrote ") == 1
+    rec = json.loads(Path(r.stdout.split("wrote ")[-1].strip()).read_text())
+    assert rec["ranks"] == 2 and rec["value"] == pytest.approx(one[2]["value"], rel=1e-6)
     # the reference features the ranks embedded are torch-fidelity's own cache: one process reads them back
     cache = sorted(f.name for f in (tmp_path / "c2").iterdir())
     assert cache and not any("gathered" in f for f in cache)
