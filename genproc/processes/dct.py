@@ -187,6 +187,18 @@ def laplacian_eigenvalues(h: int, w: int, device: torch.device | str = "cpu") ->
     return math.pi**2 * (n[:, None] ** 2 + m[None, :] ** 2)
 
 
+# exp(-30) = 9.4e-14: a coefficient damped further contributes < 1e-10 to any pixel of an image in [0, 1] up to 512²,
+# far below float32 resolution, and is set to 0 instead. Otherwise exp(-λt) reaches float32's subnormal range (below
+# 1.2e-38), where x86 arithmetic takes a slow path: for a 64-image 64×64 batch with the IHDM schedule's times, 7% of
+# the decays were subnormal and their exp took 2.4-6.4 ms instead of 1.1 ms (one thread, this CPU).
+DECAY_CUTOFF = 30.0
+
+
+def heat_decay(lam_t: torch.Tensor) -> torch.Tensor:
+    """exp(-λt) per frequency, exactly 0 where λt > :data:`DECAY_CUTOFF` (no subnormal floats)."""
+    return torch.exp(-lam_t.clamp(max=DECAY_CUTOFF)).masked_fill(lam_t > DECAY_CUTOFF, 0.0)
+
+
 def heat_forward(x: torch.Tensor, t: torch.Tensor | float, method: str = "auto") -> torch.Tensor:
     """Eq. (2)/(23): F(t) x = V exp(-Lambda t) V^T x, Neumann boundaries.
 
@@ -198,10 +210,7 @@ def heat_forward(x: torch.Tensor, t: torch.Tensor | float, method: str = "auto")
         h, w = x.shape[-2:]
         lam = laplacian_eigenvalues(h, w, x.device)  # (H, W)
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
-        if t.ndim == 0:
-            decay = torch.exp(-lam * t)  # (H, W)
-        else:
-            decay = torch.exp(-lam[None, None] * t.reshape(-1, 1, 1, 1))  # (N, 1, H, W)
+        decay = heat_decay(lam * t if t.ndim == 0 else lam[None, None] * t.reshape(-1, 1, 1, 1))  # (H, W) or (N, 1, H, W)
         return idct2(dct2(x, method) * decay, method)
 
 
