@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from genproc.cli_common import old_flag, sampling_option, user_errors
+from genproc.cli_common import joined_ranks, old_flag, sampling_option, user_errors
 from genproc.errors import GenprocError
 
 
@@ -51,8 +51,10 @@ def compare_command(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache for FID/KID."),
     extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
 ) -> None:
-    """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures."""
-    with user_errors():
+    """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures.
+    Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli compare ...) training, sampling and evaluation use the
+    G processes."""
+    with user_errors(), joined_ranks() as main:
         from genproc.compare import compare
 
         def log(msg: str) -> None:
@@ -66,6 +68,8 @@ def compare_command(
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
                          extractor=extractor, cache_dir=cache_dir, seed=seed, more_seeds=extra_seeds, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, scale=scale, recipe_paths=recipe,
-                         progress=sys.stderr.isatty(), log=log)
+                         progress=sys.stderr.isatty() and main, log=log)
+    if not main:
+        return
     typer.echo(report["table"])
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")

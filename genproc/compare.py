@@ -249,11 +249,14 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     fits no run is an error. more_seeds: further sample seeds at which the sample metrics (fid, kid, prc) are evaluated
     again, so the table shows their spread (NLL, the grids and the analyses use ``seed``)."""
     from genproc.api import train
+    from genproc.engine.distributed import current
     from genproc.metrics import evaluate, parse_metrics
     from genproc.metrics.fidelity import FIDELITY_METRICS
     from genproc.metrics.inception import INCEPTION, resolve_weights
 
     names, metric_list, out, extractor = canonical_names(names), parse_metrics(metrics), Path(out), extractor or INCEPTION
+    if not current().is_main:  # under torchrun every rank does the same work (its collectives match); rank 0 speaks
+        log = _quiet
     for bad, msg in [
         (not names, "name at least one process to compare (e.g. 'genproc compare ihdm ddpm')"),
         (runs is not None and len(runs) != len(names), f"--runs: {len(runs or [])} run dir(s) for {len(names)} process "
@@ -302,8 +305,29 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
                                        "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
 
 
+def _quiet(*_: Any) -> None:
+    """The log of a rank other than 0."""
+
+
 def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Measure every entry (``MEASURES``), draw ``FIGURES``, write report.json and report.md into ``out``."""
+    """Measure every entry (``MEASURES``), draw ``FIGURES``, write report.json and report.md into ``out``. Under
+    ``torchrun`` every rank measures (the analyses sample across the ranks) and rank 0 writes ``out``; the others write
+    into a temporary folder, removed afterwards."""
+    from genproc.engine.distributed import current
+
+    if not current().is_main:
+        import shutil
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="genproc-compare-rank"))
+        try:
+            return _write_report(entries, tmp, settings)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _write_report(entries, out, settings)
+
+
+def _write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     for e in entries:
         e.row.update({"process": e.name, "label": e.run.process.label}, **{k: v for m in MEASURES for k, v in m(e).items()})
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """DDP on CPU: 2 gloo processes under torchrun match one process: training with the same global batch (and its
 in-training sample grid and evaluation, split across the ranks), ``genproc sample`` and ``evaluate`` (samples, FID/KID
-features and NLL terms split across the ranks)."""
+features and NLL terms split across the ranks) and ``compare`` (training and evaluating both processes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,25 @@ def test_sample_and_evaluate_across_two_gloo_ranks_match_single_process(tmp_path
     again = evaluate(run, "fid,kid", n=7, n_ref=9, seed=3, batch_size=2, extractor=TINY_FE, cache_dir=tmp_path / "c2",
                      log=lambda *_: None)
     assert again[0]["reference"]["cached"] and again[0]["value"] == pytest.approx(one[0]["value"], rel=1e-5)
+
+
+def test_compare_under_torchrun_trains_and_evaluates_like_one_process(tmp_path):
+    """`genproc compare` under torchrun: both processes train with DDP (the process group outlives each training),
+    every rank measures and rank 0 alone writes the report, whose values equal one process's."""
+    from conftest import tiny_recipe
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    for p in ("ihdm", "ddpm"):
+        (recipes / f"{p}_digits_small.yaml").write_text(yaml.safe_dump(tiny_recipe(p, "digits_small", adam_eps=1e-3)))
+    args = ["compare", "ihdm", "ddpm", "--dataset", "digits", "--recipes-dir", str(recipes), "--budget", "4", "--n", "6",
+            "--metrics", "nll", "--grid", "3"]
+    _run([sys.executable, "-m", "genproc.cli", *args, "--out", str(tmp_path / "one")], tmp_path)
+    r = _run(_torchrun("-m", "--", "genproc.cli", *args, "--out", str(tmp_path / "two")), tmp_path)
+    assert r.stdout.count("wrote ") == 1 and "global batch 8 = 2 process(es) x 4" in r.stderr
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    for ra, rb in zip(a["rows"], b["rows"]):
+        assert ra["process"] == rb["process"] and ra["budget_steps"] == rb["budget_steps"] == 4
+        assert ra["nll"] == pytest.approx(rb["nll"], rel=1e-4)
+        assert ra["grad_r50"] == pytest.approx(rb["grad_r50"], rel=1e-3, abs=1e-3)
+    assert not list(Path(tempfile.gettempdir()).glob("genproc-compare-rank*"))  # the other rank's scratch report is gone

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genproc.data import build_dataset
 from genproc.engine.batches import EpochOrder, batch_iterator, local_slice, step_generator
 from genproc.engine.checkpoint import list_checkpoints, load_meta, load_state, load_weights, resolve_checkpoint, save_checkpoint
-from genproc.engine.distributed import DistInfo, barrier, init_distributed, mean_across, pick_device, shutdown
+from genproc.engine.distributed import DistInfo, barrier, current, init_distributed, mean_across, pick_device, shutdown
 from genproc.engine.media import save_gif, save_grid
 from genproc.engine.sampler import autocast, generate, slow_precision_warning
 from genproc.errors import GenprocError
@@ -413,6 +413,7 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
     recipe = with_data_root(recipe, data_root)
     tc, run_dir = recipe.train, Path(run_dir)
     stop_at = tc.max_steps if max_steps is None else max_steps
+    owned = not current().enabled  # a process group the caller joined (genproc compare under torchrun) stays joined
     info = init_distributed(tc.device)
     try:
         t = Trainer(recipe, run_dir, info, log, evaluate if tc.eval_every > 0 else None)
@@ -459,4 +460,5 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
         t.close()
         return TrainResult(run_dir, step, interrupted, loss_val)
     finally:
-        shutdown(info)
+        if owned:
+            shutdown(info)
