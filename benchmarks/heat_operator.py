@@ -118,6 +118,24 @@ def _time(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[]
     return 1e3 * statistics.median(times)
 
 
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                      sync: Callable[[], None]) -> dict[str, float]:
+    """Median wall time (ms) of one call of each function, the calls taken round-robin (a, b, c, a, b, c, ...) so that
+    a slow spell of a shared machine falls on every method alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
 def _inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(shape, generator=g)
@@ -167,7 +185,8 @@ def run_table(repeats: int, warmup: int, device: torch.device) -> None:
 
 
 def run_sweep(repeats: int, warmup: int, device: torch.device, elems: int) -> list[float]:
-    """Every method per image side, at a fixed number of pixels per call (what sets the ``auto`` thresholds), and the
+    """Every method per image side (timed round-robin), at a fixed number of pixels per call (what sets the ``auto``
+    thresholds), and the
     ratio of ``auto`` to the best of (dense matmul, scipy called directly with torch's thread count) on the CPU, or to
     the best of (matmul, fft) on other devices. Returns those ratios."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -185,9 +204,10 @@ def run_sweep(repeats: int, warmup: int, device: torch.device, elems: int) -> li
         x, t = _inputs((nc, 1, side, side))
         xn, tn = x.numpy(), t.numpy()
         x, t = x.to(device), t.to(device)
-        ms = {m: _time(partial(heat_forward, x, t, m), repeats, warmup, sync) for m in ("matmul", "fft", "auto")}
+        fns = {m: partial(heat_forward, x, t, m) for m in ("matmul", "fft", "auto")}
         if cpu:
-            ms["scipy"] = _time(partial(heat_scipy, xn, tn, torch.get_num_threads()), repeats, warmup, sync)
+            fns["scipy"] = partial(heat_scipy, xn, tn, torch.get_num_threads())
+        ms = _time_interleaved(fns, repeats, warmup, sync)
         best = min(ms["matmul"], ms["scipy"] if cpu else ms["fft"])
         ratios.append(ms["auto"] / best)
         pick = "matmul" if side <= limit else ("scipy" if cpu else "fft")
