@@ -1,6 +1,7 @@
 """CUDA checks (``pytest -m cuda``; skipped without a GPU): reduced-precision training steps stay finite (fp16 with the
 GradScaler, bf16), checkpoint/resume is exact on the GPU, samples do not depend on the batch size there, a run loads
-onto CUDA, the speed knobs work, and DDP under torchrun with NCCL trains. Run by benchmarks/gpu_check.sh."""
+onto CUDA, in-memory data goes to the GPU once, the speed knobs work, and DDP under torchrun with NCCL trains. Run
+by benchmarks/gpu_check.sh."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def test_sampling_on_cuda_is_batch_size_invariant_and_loads(tmp_path):
     a = run.sample(6, seed=3, batch_size=6).images
     b = run.sample(6, seed=3, batch_size=2).images
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_in_memory_data_goes_to_the_gpu_once():
+    """An in-memory training set is placed on the GPU by the batch iterator; its batches equal the CPU ones."""
+    from genproc.data import build_dataset
+    from genproc.engine.batches import EpochOrder, batch_iterator
+    from genproc.recipe import recipe_from_dict
+
+    data = build_dataset(recipe_from_dict(tiny_recipe("ihdm")).data, "train")
+    order = EpochOrder(len(data), 0)
+    cpu = list(batch_iterator(data, order, 0, 3, 8, slice(0, 8)))
+    gpu = list(batch_iterator(data, order, 0, 3, 8, slice(0, 8), device="cuda"))
+    assert all(b.device.type == "cuda" for b in gpu) and all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
 
 
 def test_speed_knobs_on_cuda(tmp_path):

@@ -239,3 +239,15 @@ def test_cifar_absent_and_download_fails(tmp_path, monkeypatch):
     with pytest.raises(GenprocError, match="download failed") as e:
         build_dataset(DataConfig(name="cifar10", root=str(tmp_path / "c10")))
     assert str(tmp_path / "c10") in str(e.value) and "cifar-10-batches-py/data_batch_1..5" in str(e.value)
+
+
+def test_in_memory_set_on_another_device_gives_the_same_batches():
+    """on_device gives a data set that indexes its images on that device, in their stored dtype; the batch iterator
+    leaves a CPU run's data where it is (the GPU path: tests/test_cuda.py)."""
+    from genproc.engine.batches import on_training_device
+
+    data = build_dataset(DataConfig(name="digits", image_size=8, channels=1, max_images=20))
+    moved = data.on_device("cpu")
+    idx = torch.tensor([3, 0, 19, 3])
+    assert torch.equal(moved.get_batch(idx), data.get_batch(idx)) and moved.images.dtype == data.images.dtype
+    assert moved is not data and on_training_device(data, "cpu") is data and on_training_device(data, None) is data

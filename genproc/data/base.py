@@ -7,6 +7,8 @@ Every image of a data set has the same ``channels`` and ``image_hw`` = (H, W); H
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -89,4 +91,12 @@ class TensorImageDataset(ImageDataset):
         return self._to_float(self.images[i])
 
     def get_batch(self, idx: Tensor) -> Tensor:
-        return self._to_float(self.images[idx.to(device="cpu", dtype=torch.long)])
+        """The images at ``idx`` as float32 in [0, 1], on the device the images are on (:meth:`on_device`)."""
+        return self._to_float(self.images[idx.to(device=self.images.device, dtype=torch.long)])
+
+    def on_device(self, device: torch.device | str) -> TensorImageDataset:
+        """The same data set with its images (uint8 or float32, as stored) copied to ``device`` once, so batches are
+        indexed there with no host-to-device copy per step."""
+        out = copy.copy(self)
+        out.images = self.images.to(device)
+        return out

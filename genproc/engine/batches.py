@@ -70,11 +70,28 @@ def resolve_workers(num_workers: int | str, world_size: int = 1) -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(1, world_size)))
 
 
+# an in-memory data set goes to the GPU once when it takes at most this share of the GPU's free memory
+GPU_DATA_SHARE = 0.25
+
+
+def on_training_device(data, device: torch.device | str | None):
+    """``data`` with its images on ``device`` when that is a GPU, the data set keeps all images in one tensor
+    (``on_device``) and they fit in :data:`GPU_DATA_SHARE` of the free GPU memory; else ``data`` itself."""
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda" or not hasattr(data, "on_device"):
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.on_device(device) if data.images.nbytes <= GPU_DATA_SHARE * free else data
+
+
 def batch_iterator(data, order: EpochOrder, start: int, stop: int, batch_size: int, sl: slice,
-                   num_workers: int | str = "auto", world_size: int = 1) -> Iterator[torch.Tensor]:
+                   num_workers: int | str = "auto", world_size: int = 1,
+                   device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
     """Yields this rank's (B_local, C, H, W) float32 batches for steps start..stop-1: straight from memory for
-    in-memory data sets, else from a DataLoader with ``resolve_workers`` worker processes (kept for the whole run)."""
+    in-memory data sets (placed on a GPU ``device`` once: :func:`on_training_device`), else from a DataLoader with
+    ``resolve_workers`` worker processes (kept for the whole run; pinned memory on CUDA machines)."""
     if getattr(data, "in_memory", False):
+        data = on_training_device(data, device)
         for s in range(start, stop):
             yield data.get_batch(order.global_batch(s, batch_size)[sl])
         return

@@ -420,7 +420,7 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
         start = t.resume()
         t.describe(start, stop_at)
         batches = batch_iterator(t.data, EpochOrder(len(t.data), recipe.seed), start, stop_at, tc.batch_size, t.sl,
-                                 recipe.data.num_workers, info.world_size)
+                                 recipe.data.num_workers, info.world_size, t.device)
         step, loss_val, interrupted = start, None, False
         t_last, n_last, skipped_total, run_of_skips = time.time(), 0, 0, 0
         bar = counter("train", stop_at - start, progress=progress and info.is_main, log=None, unit="step")

@@ -187,10 +187,11 @@ def laplacian_eigenvalues(h: int, w: int, device: torch.device | str = "cpu") ->
     return math.pi**2 * (n[:, None] ** 2 + m[None, :] ** 2)
 
 
-# exp(-30) = 9.4e-14: a coefficient damped further (by either factor of the decay) contributes < 1e-10 to any pixel of
-# an image in [0, 1] up to 512², far below float32 resolution, and is set to 0 instead. Otherwise exp(-λt) reaches float32's subnormal range (below
-# 1.2e-38), where x86 arithmetic takes a slow path: for a 64-image 64×64 batch with the IHDM schedule's times, 7% of
-# the decays were subnormal and their exp took 2.4-6.4 ms instead of 1.1 ms (one thread, this CPU).
+# exp(-30) = 9.4e-14: a coefficient damped further (by either factor of the decay) contributes < 1e-10 to any pixel
+# of an image in [0, 1] up to 512², far below float32 resolution, and is set to 0 instead. Otherwise exp(-λt)
+# reaches float32's subnormal range (below 1.2e-38), where x86 arithmetic takes a slow path: for a 64-image 64×64
+# batch with the IHDM schedule's times, 7% of the decays were subnormal and their exp took 2.4-6.4 ms instead of
+# 1.1 ms (one thread, this CPU).
 DECAY_CUTOFF = 30.0
 
 
