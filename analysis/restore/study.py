@@ -54,7 +54,7 @@ def fid(images: torch.Tensor, reference, weights_path: str | None) -> float:
     refs = ReferenceImages(reference)
     out = fidelity_metrics(Images(), refs, {"fid"}, weights=weights, reference_name=reference_key(reference, len(refs), weights),
                            log=lambda *_: None)
-    from torch_fidelity.defaults import KEY_METRIC_FID
+    from torch_fidelity import KEY_METRIC_FID
 
     return float(out[KEY_METRIC_FID])
 
