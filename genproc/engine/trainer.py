@@ -47,7 +47,8 @@ RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.max_steps", "train.
                      "train.max_nonfinite_steps", "sample.n", "sample.batch_size", "sample.capture_every"}
 
 # In-training evaluation, passed in by the caller (the engine imports no metrics):
-# (step, EMA network in eval mode, process, training data, stored prior or None) -> {metric name: value}.
+# (step, EMA network in eval mode, process, training data, stored prior or None) -> {metric name: value}. Under DDP it
+# is called on every rank (genproc's own evaluation splits its work across them); rank 0's values are logged.
 EvalCallback = Callable[[int, torch.nn.Module, ForwardProcess, Any, Any], dict[str, float]]
 
 
