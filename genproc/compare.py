@@ -251,12 +251,13 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     from genproc.api import train
     from genproc.engine.distributed import current
     from genproc.metrics import evaluate, parse_metrics
+    from genproc.metrics.evaluate import quiet
     from genproc.metrics.fidelity import FIDELITY_METRICS
     from genproc.metrics.inception import INCEPTION, resolve_weights
 
     names, metric_list, out, extractor = canonical_names(names), parse_metrics(metrics), Path(out), extractor or INCEPTION
     if not current().is_main:  # under torchrun every rank does the same work (its collectives match); rank 0 speaks
-        log = _quiet
+        log = quiet
     for bad, msg in [
         (not names, "name at least one process to compare (e.g. 'genproc compare ihdm ddpm')"),
         (runs is not None and len(runs) != len(names), f"--runs: {len(runs or [])} run dir(s) for {len(names)} process "
@@ -303,10 +304,6 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     return write_report(entries, out, {"budget_steps": budget, "n": n, "n_ref": n_ref, "seed": seed,
                                        "more_seeds": list(more_seeds), "metrics": metric_list,
                                        "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
-
-
-def _quiet(*_: Any) -> None:
-    """The log of a rank other than 0."""
 
 
 def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def generate(
     if info.enabled:
         out = gather_rows(out, info)
         traj = None if traj is None else gather_rows(traj.transpose(0, 1).contiguous(), info).transpose(0, 1)
-    return SampleResult(out, traj, frame_levels if m > 0 else [])
+    return SampleResult(out, traj, frame_levels)
 
 
 def captured_levels(levels: list[int], m: int) -> list[int]:
@@ -168,15 +168,14 @@ def chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise:
     last as images. Returns (final images (B, C, H, W) in [0, 1], frames (each (B, C, H, W)), the level of each frame),
     all on the CPU."""
     levels = process.reverse_levels()
-    frames, frame_levels = ([process.to_image(x).cpu()], [levels[0]]) if m > 0 else ([], [])
+    frames = [process.to_image(x).cpu()] if m > 0 else []
 
     def on_step(j: int, k_next: int, state: torch.Tensor) -> None:
         if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
             frames.append(process.to_image(state).cpu())
-            frame_levels.append(k_next)
 
     x = run_chain(process, net, x.to(device), noise, device=device, precision=precision, on_step=on_step)
-    return process.to_image(x).cpu(), frames, frame_levels
+    return process.to_image(x).cpu(), frames, captured_levels(levels, m)
 
 
 def write_samples(result: SampleResult, out: str | Path, gif_max: int = 64, individual: bool = True) -> dict[str, str]:

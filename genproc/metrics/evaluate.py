@@ -106,7 +106,7 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     names = parse_metrics(metrics)
     info = current()
     if not info.is_main:
-        log = _quiet
+        log = quiet
     _check_args(n, batch_size, n_ref)
     run = run_dir if isinstance(run_dir, LoadedRun) else load(run_dir, checkpoint=checkpoint, data_root=data_root)
     run_dir = run.run_dir
@@ -143,7 +143,7 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     return records
 
 
-def _quiet(*_: Any) -> None:
+def quiet(*_: Any) -> None:
     """The log of a rank other than 0: rank 0 speaks for all."""
 
 
