@@ -137,12 +137,14 @@ def export_command(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpoint step or folder (default: latest)."),
     dtype: str = typer.Option("fp16", "--dtype", help="Weights dtype: fp16 (default), bf16 or fp32."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Training data, when the prior must be computed and the data moved."),
+    recompute_prior: bool = typer.Option(False, "--recompute-prior", help="Compute the stored prior from the training set even if the checkpoint has one."),
 ) -> None:
     """Release a trained model: EMA weights (fp16), the prior it needs (no data set to sample) and its recipe."""
     with user_errors():
         from genproc.run import export
 
-        path = export(run_dir, out, checkpoint=checkpoint, dtype=dtype, data_root=data_root, log=typer.echo)
+        path = export(run_dir, out, checkpoint=checkpoint, dtype=dtype, data_root=data_root,
+                      recompute_prior=recompute_prior, log=typer.echo)
         size = sum(f.stat().st_size for f in path.iterdir())
     typer.echo(f"released {run_dir} as {out} ({path.name}, {size / 2**20:.2f} MiB): genproc sample {out}")
 

@@ -33,6 +33,7 @@ def compare_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder of the data set (overrides data.root and $GENPROC_DATA)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Training steps for every process (default: the recipes' train.max_steps, if equal)."),
     n: int = typer.Option(1000, "--n", help="Generated samples for fid/kid, test images for nll; the same for every process."),
+    n_nll: Optional[int] = typer.Option(None, "--n-nll", help="Test images for nll (default: --n)."),
     n_ref: Optional[int] = typer.Option(None, "--n-ref", help="FID/KID reference: the first N test images (default: all)."),
     metrics: str = typer.Option("fid,kid,nll", "--metrics", help="Comma-separated: fid, kid, prc, nll."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="InceptionV3 weights file for torch-fidelity (offline); env GENPROC_INCEPTION_WEIGHTS."),
@@ -67,7 +68,7 @@ def compare_command(
             raise GenprocError(f"--more-seeds expects comma-separated integers, e.g. 1,2; got {more_seeds!r}") from None
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
-                         extractor=extractor, cache_dir=cache_dir, seed=seed, more_seeds=extra_seeds, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, scale=scale, recipe_paths=recipe,
+                         extractor=extractor, cache_dir=cache_dir, seed=seed, more_seeds=extra_seeds, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, n_nll=n_nll, scale=scale, recipe_paths=recipe,
                          progress=sys.stderr.isatty() and main, log=log)
     if not main:
         return

@@ -238,7 +238,7 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
             seed: int = 0, more_seeds: Sequence[int] = (), grid_n: int = 16, batch_size: int = 64,
             sampling: dict[str, Any] | Sequence[str] = (), n_ref: int | None = None, scale: str = "small",
-            recipe_paths: Sequence[str | Path] | None = None, progress: bool = False,
+            recipe_paths: Sequence[str | Path] | None = None, n_nll: int | None = None, progress: bool = False,
             log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
     dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match). scale: "small" (the
@@ -247,7 +247,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     names: registered process names or aliases. sampling: sampling-time settings ({"sampler": "ddim"} or
     ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only DDPM); one that
     fits no run is an error. more_seeds: further sample seeds at which the sample metrics (fid, kid, prc) are evaluated
-    again, so the table shows their spread (NLL, the grids and the analyses use ``seed``)."""
+    again, so the table shows their spread (NLL, the grids and the analyses use ``seed``). n_nll: the test images the
+    NLL is measured on (default n; the ELBO costs a network call per sampled level and image)."""
     from genproc.api import train
     from genproc.engine.distributed import current
     from genproc.metrics import evaluate, parse_metrics
@@ -265,7 +266,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         (runs is not None and (budget is not None or bool(overrides) or recipe_paths is not None), "--budget, --set and "
          "--recipe configure training; with --runs nothing is trained (the runs' own steps are reported)"),
         (budget is not None and budget < 1, f"--budget must be >= 1 training step, got {budget}"),
-        (n < 1 or grid_n < 1, f"--n and the grid size must be >= 1, got {n} and {grid_n}")]:
+        (n < 1 or grid_n < 1 or (n_nll is not None and n_nll < 1),
+         f"--n, --n-nll and the grid size must be >= 1, got {n}, {n_nll} and {grid_n}")]:
         if bad:
             raise GenprocError(msg)
     fid = any(m in FIDELITY_METRICS for m in metric_list)  # weights: after the cheap checks, before the costly work
@@ -286,10 +288,14 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         resolve_weights(extractor, inception_weights)
     entries = []
     for name, run in zip(names, loaded):
-        log(f"== {name}: evaluating {', '.join(metric_list)} on {n} samples/images (seed {seed})")
-        recs = evaluate(run, metric_list, n=n, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
-                        extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir, progress=progress,
-                        log=log)
+        recs = []
+        for ms, size in ([(metric_list, n)] if n_nll in (None, n) else
+                         [([m for m in metric_list if m != "nll"], n), ([m for m in metric_list if m == "nll"], n_nll)]):
+            if ms:
+                log(f"== {name}: evaluating {', '.join(ms)} on {size} samples/images (seed {seed})")
+                recs += evaluate(run, ms, n=size, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
+                                 extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir,
+                                 progress=progress, log=log)
         more = []
         for s in more_seeds:
             sample_metrics = [m for m in metric_list if m in FIDELITY_METRICS]
@@ -301,7 +307,7 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         t0 = time.perf_counter()
         res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
         entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed, more_records=more))
-    return write_report(entries, out, {"budget_steps": budget, "n": n, "n_ref": n_ref, "seed": seed,
+    return write_report(entries, out, {"budget_steps": budget, "n": n, "n_nll": n_nll or n, "n_ref": n_ref, "seed": seed,
                                        "more_seeds": list(more_seeds), "metrics": metric_list,
                                        "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
 
@@ -346,7 +352,9 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
     return "\n".join([
         f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
-        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images), seed {report['seed']}"
+        f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images"
+        + (f"; NLL on the first {report['n_nll']} test images" if report.get("n_nll", report["n"]) != report["n"] else "")
+        + f"), seed {report['seed']}"
         + (f" (sample metrics also at seeds {', '.join(map(str, report['more_seeds']))})" if report.get("more_seeds") else "")
         + "; "
         f"genproc {report['genproc_version']}, {report['created']}.",

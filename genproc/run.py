@@ -176,9 +176,10 @@ EXPORT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.fl
 
 
 def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | None = None, dtype: str = "fp16",
-           data_root: str | None = None, log: Any = print) -> Path:
+           data_root: str | None = None, recompute_prior: bool = False, log: Any = print) -> Path:
     """Write a released copy of a run: its EMA weights in ``dtype`` (fp16 | bf16 | fp32), the prior state its process
-    needs and the data statistics (both computed from the training set when the checkpoint has none), and the recipe
+    needs and the data statistics (both computed from the training set when the checkpoint has none, the prior also
+    when ``recompute_prior``: e.g. a checkpoint written before the prior's compression improved), and the recipe
     (``data.root`` cleared: a path on this machine), as the run dir ``out_dir`` that :func:`load`, ``genproc sample``,
     ``restore``, ``evaluate`` and ``compare`` read with no training data (evaluation reads the test set). Returns the
     release's checkpoint folder."""
@@ -195,7 +196,7 @@ def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | 
         stats = data_statistics(run.data)
     prior = None
     if run.process.needs_data_for_prior:
-        if run.stored_prior is None:
+        if run.stored_prior is None or recompute_prior:
             log(f"computing the stored prior from the training set ({run.recipe.data.name})")
             run = replace(run, stored_prior=run.process.prior_from_state(run.process.prior_state(run.data)))
         prior = run.stored_prior.state()

@@ -108,6 +108,19 @@ def test_runs_with_fid_kid_standin_extractor(compared, tmp_path):
         assert row["fid_mean"] == pytest.approx(sum(row["fid_by_seed"]) / 2)
     assert "over 2 seeds)" in r.output and rep2["more_seeds"] == [1]
     one_line_error(runner.invoke(app, ["compare", "ihdm", "--runs", str(runs / "ihdm"), "--more-seeds", "a"]), "--more-seeds")
+    # --n-nll: the NLL on its own number of test images, the sample metrics still on --n samples; the report says so
+    out3 = tmp_path / "nll"
+    r = runner.invoke(app, ["compare", "ihdm", "--runs", str(runs / "ihdm"), "--metrics", "fid,nll", "--extractor",
+                            TINY_FE, "--n", "8", "--n-nll", "3", "--n-ref", "16", "--out", str(out3), "--grid", "2",
+                            "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    rep3 = json.loads((out3 / "report.json").read_text())
+    recs = {rec["metric"]: rec for rec in rep3["records"]["ihdm"]}
+    assert recs["nll"]["n_samples"] == 3 and recs["fid"]["n_samples"] == 8 and rep3["n_nll"] == 3
+    (nll,) = evaluate(runs / "ihdm", "nll", n=3, log=lambda *_: None)
+    assert recs["nll"]["value"] == pytest.approx(nll["value"])
+    assert "NLL on the first 3 test images" in (out3 / "report.md").read_text()
+    one_line_error(runner.invoke(app, ["compare", "ihdm", "--runs", str(runs / "ihdm"), "--n-nll", "0"]), "--n-nll")
 
 
 def test_columns_are_data_driven(monkeypatch):

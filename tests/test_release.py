@@ -41,6 +41,13 @@ def test_stored_centres_are_within_the_stated_bound_of_the_exact_ones(process, t
     assert stored.bound <= tol and float(err) <= stored.bound + 1e-6
     assert float(err) == pytest.approx(stored.max_error, abs=1e-6)
     kept = stored.index.numel()
+    # never more than the a-priori set: the most frequencies whose dropping the worst-case bound 2/√(HW) Σ peak allows
+    from genproc.processes.dct import dct2
+
+    peak = dct2(process.blur(data.get_batch(idx), process.num_levels)).abs().amax(dim=(0, 1)).flatten().double()
+    a_priori = 256 - int((torch.cumsum(peak.sort().values, 0) * 2 / 16 <= tol).sum())
+    assert kept <= a_priori
+    assert state.state()["coef"].dtype in (torch.float16, torch.float32)
     if process.cfg.sigma_blur_max == 1.0:
         assert kept > 100  # σ_B = 1 px keeps most of a 16 x 16 image's frequencies
     elif isinstance(process, HeatProcess) and not isinstance(process, BlurProcess):
@@ -110,6 +117,14 @@ def test_export_cli_releases_a_model_that_samples_without_data(tiny_runs, tmp_pa
     res = rel_run.restore(rel_run.sample(2, seed=1).images, n=1)
     assert res.samples.shape == (2, 1, 1, 8, 8)
     monkeypatch.undo()
+
+    res = runner.invoke(app, ["export", str(tiny_runs["heat"]), str(tmp_path / "rel2"), "--recompute-prior"])
+    assert res.exit_code == 0 and "computing the stored prior" in res.output, res.output
+    rel2 = genproc.load(tmp_path / "rel2", data_root=None)
+    idx = torch.arange(len(rel2.data))
+    exact = rel2.process.blur(rel2.data.get_batch(idx), rel2.process.num_levels)
+    assert float((rel2.stored_prior.centres(idx) - exact).abs().max()) <= rel2.stored_prior.bound + 1e-6
+    assert "computing" not in runner.invoke(app, ["export", str(tiny_runs["heat"]), str(tmp_path / "rel3")]).output
 
     one_line_error(runner.invoke(app, ["train", str(out / "recipe.yaml"), "--run-dir", str(out)]), "released model",
                    "cannot resume training")
