@@ -171,3 +171,29 @@ def test_processes_without_a_data_prior_store_nothing(tiny_runs):
     assert not (run.checkpoint / "prior.safetensors").exists()
     with pytest.raises(GenprocError, match="stores no prior state"):
         run.process.prior_from_state({})
+
+
+# A release's samples against its full run's (fp32 EMA weights, the prior drawn from the training set), same seed, in
+# [0, 1] image units. pretrained/checks.txt measures the same on the MNIST releases (blur: max 0.0144, mean 0.00027).
+RELEASE_MAX_DIFF, RELEASE_MEAN_DIFF = 0.02, 0.001
+
+
+@pytest.mark.parametrize("kind", ["heat", "ddpm"])
+def test_a_release_samples_as_its_full_run_within_the_stated_tolerance(tiny_runs_no_ema, tmp_path, kind):
+    """fp16 weights and the stored prior change a sample by at most RELEASE_MAX_DIFF (mean RELEASE_MEAN_DIFF); a
+    release exported from another checkpoint does not pass (the tolerance can fail)."""
+    from dataclasses import replace
+
+    import genproc
+
+    src = tiny_runs_no_ema[kind]
+    full = genproc.load(src)
+    full = replace(full, stored_prior=None) if full.process.needs_data_for_prior else full
+    x = full.sample(8, seed=3).images
+    genproc.export(src, tmp_path / "rel", log=lambda *_: None)
+    d = (genproc.load(tmp_path / "rel").sample(8, seed=3).images - x).abs()
+    assert float(d.max()) <= RELEASE_MAX_DIFF and float(d.mean()) <= RELEASE_MEAN_DIFF
+    first = sorted((src / "checkpoints").iterdir())[0]
+    genproc.export(src, tmp_path / "early", checkpoint=int(first.name.split("_")[1]), log=lambda *_: None)
+    d_early = (genproc.load(tmp_path / "early").sample(8, seed=3).images - x).abs()
+    assert float(d_early.max()) > RELEASE_MAX_DIFF or float(d_early.mean()) > RELEASE_MEAN_DIFF
