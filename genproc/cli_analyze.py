@@ -216,10 +216,11 @@ def gradients_command(
     for lab, loc in res["locality"].items():
         keys = [gr.mass_key(m) for m in loc["masses"]]
         parts = [f"k={t['level']}: " + ", ".join(f"{key} {gr.fmt_mean_std(t[key], '.2f')}" for key in keys)
-                 + f", sym {gr.fmt_mean_std(t[gr.SYMMETRY], '.2f')}" for t in loc["by_fraction"]]
+                 + f", sym {gr.fmt_mean_std(t[gr.SYMMETRY], '.2f')}, centre {gr.fmt_mean_std(t[gr.CENTRE], '.2f')}"
+                 for t in loc["by_fraction"]]
         means = ", ".join(f"{key} " + ("–" if v is None else f"{v:.2f}") for key, v in loc["means"].items())
         typer.echo(f"{lab}: gradient radii {'/'.join(keys)} (px, holding {'/'.join(f'{m:.0%}' for m in loc['masses'])} of the "
-                   f"|gradient| mass{'' if include_centre else ' off the pixel itself'}, of the {quantity}) and circular symmetry (0..1): {'; '.join(parts)}; mean {means}")
+                   f"|gradient| mass{'' if include_centre else ' off the pixel itself'}, of the {quantity}), circular symmetry (0..1) and the pixel's own share of the mass (centre): {'; '.join(parts)}; mean {means}")
     typer.echo(f"wrote {out / 'gradients.png'}, {out / 'gradients.json'}")
 
 

@@ -277,3 +277,21 @@ def test_radii_without_the_centre_and_the_step_quantity_in_closed_form():
     want[2:7, 2:7] = -beta / math.sqrt(1 - abar) * kernel.float()
     want[4, 4] += 1
     torch.testing.assert_close(gd, want / math.sqrt(1 - beta))
+
+
+def test_centre_share_in_closed_form():
+    """The pixel's own share of |g|: 10 of 14 for a centre of 10 and four ±1 pixels; 0 without the centre, NaN for a
+    zero map; the channels are summed (|1| + |-3| of 1 + 3 + 4)."""
+    from genproc.analysis.gradients import centre_share
+
+    g = torch.zeros(1, 9, 9)
+    g[0, 4, 4] = 10.0
+    g[0, 2, 4] = g[0, 6, 4] = g[0, 4, 2] = -1.0
+    g[0, 4, 6] = 1.0
+    assert centre_share(g, (4, 4)) == pytest.approx(10 / 14)
+    g[0, 4, 4] = 0.0
+    assert centre_share(g, (4, 4)) == 0.0
+    assert math.isnan(centre_share(torch.zeros(1, 9, 9), (4, 4)))
+    two = torch.zeros(2, 5, 5)
+    two[0, 2, 2], two[1, 2, 2], two[1, 0, 0] = 1.0, -3.0, 4.0
+    assert centre_share(two, (2, 2)) == pytest.approx(4 / 8)

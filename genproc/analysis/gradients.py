@@ -35,8 +35,11 @@ are wider and more irregular. Conventions (also in ``gradients.json`` under ``"s
   rounded distance only), about (rings / pixels) for white noise, ~0 = no radial structure; it is invariant to the
   map's scale and sign, and ignores everything outside the disc (so borders don't bias it). NaN for a zero map or an
   output pixel on the border (R = 0).
+- **Centre share** (:func:`centre_share`): the output pixel's own position's share of the map's |gradient| mass (all
+  input channels), in [0, 1]. It says how much of a step is the identity-like part the radii leave out: a step that is
+  mostly its own pixel plus a faint, wide remainder has a large share and large radii.
 - **Figure**: the map of the first image for input channel c (the output pixel's channel), symlog colours with a linear
-  range of ``LINTHRESH_REL`` (0.01) of the panel's max |gradient|.
+  range of ``LINTHRESH_REL`` (0.01) of the panel's largest |gradient| off the output pixel.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ DEFAULT_FRACTIONS = (0.9, 0.5, 0.1, 0.02)
 MASS = 0.9  # the default of :func:`locality_radius`
 MASSES = (0.5, 0.9)  # the radii reported: r50 and r90
 SYMMETRY = "symmetry"  # the name of the circular-symmetry measure, beside the radii "r50", "r90"
+CENTRE = "centre_share"  # the output pixel's own share of the |gradient| mass
 LINTHRESH_REL = 0.01  # symlog linear range, relative to each panel's max |gradient|
 Pixel = tuple[int, int, int]  # (channel, row, column) of an output pixel
 
@@ -153,6 +157,14 @@ def locality_radius(grad_map: torch.Tensor | np.ndarray, center: Sequence[int], 
     return locality_radii(grad_map, center, (mass,))[0]
 
 
+def centre_share(grad_map: torch.Tensor | np.ndarray, center: Sequence[int]) -> float:
+    """|g| at the output pixel's own position (summed over input channels) / the map's total |g|, in [0, 1]; NaN for a
+    zero map. grad_map: (C, H, W); center: (row, col)."""
+    a = np.abs(np.asarray(grad_map, dtype=np.float64))
+    total = a.sum()
+    return float(a[:, center[0], center[1]].sum() / total) if total > 0 else float("nan")
+
+
 def circular_symmetry(grad_map: torch.Tensor | np.ndarray, center: Sequence[int]) -> float:
     """Circular symmetry of a signed gradient map around ``center``: 1 - ||g - g_rad||^2 / ||g||^2 in [0, 1].
 
@@ -225,7 +237,7 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
     pixels = [tuple(int(v) for v in p) for p in (pixels or default_pixels(c, h, w))]
     levels = [level_for_fraction(float(f), run.process.num_levels) for f in fractions]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    measures = {key: np.zeros((len(levels), len(pixels), nimg)) for key in [*keys, SYMMETRY]}
+    measures = {key: np.zeros((len(levels), len(pixels), nimg)) for key in [*keys, SYMMETRY, CENTRE]}
     maps, states = [], []
     for fi, k in enumerate(levels):
         for b0 in range(0, nimg, batch_size):
@@ -237,6 +249,7 @@ def compute_gradients(run: Any, *, n: int = 16, seed: int = 0, fractions: Sequen
                     for key, r in zip(keys, locality_radii(gm, p[1:], masses, exclude_centre)):
                         measures[key][fi, pi, b] = r
                     measures[SYMMETRY][fi, pi, b] = circular_symmetry(gm, p[1:])
+                    measures[CENTRE][fi, pi, b] = centre_share(gm, p[1:])
             if keep_maps and b0 == 0:
                 maps.append(g[:, 0])
                 states.append(run.process.to_image(state[:1]).cpu()[0])
@@ -301,9 +314,10 @@ def fmt_mean_std(s: dict[str, Any], fmt: str) -> str:
 def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
     """Gradient maps of the first image at the marked pixel: a row per run, a column per fraction of the chain.
 
-    Each map is divided by its max |gradient| and drawn in symlog colours, linear within ``LINTHRESH_REL`` (one
-    shared colour bar); the output pixel is marked by a square, the first image's radii by circles (r50 dotted, r90
-    dashed); titles give r50, r90 (pixels) and the circular symmetry, mean ± std over images and pixels."""
+    Each map is divided by its largest |gradient| off the output pixel (the pixel's own, identity-like value may then
+    saturate) and drawn in symlog colours, linear within ``LINTHRESH_REL`` (one shared colour bar); the output pixel is
+    marked by a square, the first image's radii by circles (r50 dotted, r90 dashed); titles give r50, r90 (pixels), the
+    circular symmetry and the centre share, mean ± std over images and pixels."""
     from matplotlib import cm
     from matplotlib.colors import SymLogNorm
     from matplotlib.patches import Circle, Rectangle
@@ -323,7 +337,9 @@ def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
                 ax.axis("off")
                 continue
             g = np.asarray(res["maps"][col][0][pc], dtype=np.float64)  # (H, W): first pixel, input channel = output channel
-            vmax = float(np.abs(g).max())
+            off = np.abs(g).copy()
+            off[pi, pj] = 0.0  # scaled by the largest off-centre |gradient|: the centre (identity-like) may saturate
+            vmax = float(off.max())
             ax.imshow(g / (vmax or 1.0), cmap="RdBu_r", norm=norm)
             ax.add_patch(Rectangle((pj - 0.5, pi - 0.5), 1, 1, fill=False, edgecolor="lime", lw=1.5))
             for key, ls in zip(rkeys, (":", "--", "-.", "-")):
@@ -332,10 +348,11 @@ def plot_gradients(result: dict[str, Any], path: str | Path) -> Path:
                     ax.add_patch(Circle((pj, pi), r, fill=False, edgecolor="black", ls=ls, lw=1))
             table = res["table"][col]
             radii = ", ".join(f"{key} {fmt_mean_std(table[key], '.1f')}" for key in rkeys)
-            ax.set_title(f"{lab} k={res['levels'][col]} ({res['fractions'][col]:g}), max {vmax:.1e}\n{radii} px\n"
-                         f"symmetry {fmt_mean_std(table[SYMMETRY], '.2f')}", fontsize=8)
+            ax.set_title(f"{lab} k={res['levels'][col]} ({res['fractions'][col]:g}), off-centre max {vmax:.1e}\n{radii} px\n"
+                         f"symmetry {fmt_mean_std(table[SYMMETRY], '.2f')}, centre "
+                         f"{fmt_mean_std(table[CENTRE], '.2f')}", fontsize=8)
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap="RdBu_r"), ax=axes.ravel().tolist(), shrink=0.8,
-                 label=f"gradient / max |gradient| (symlog, linear within ±{LINTHRESH_REL:g})")
+                 label=f"gradient / max off-centre |gradient| (symlog, linear within ±{LINTHRESH_REL:g})")
     return save_figure(fig, path)
 
 
@@ -376,7 +393,9 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
                                       + (", the output pixel's own position left out" if exclude_centre else ""),
                             "symmetry": "1 - ||g - g_rad||^2 / ||g||^2 over the largest disc around the output pixel that "
                                         "fits in the image, g the signed map per input channel, g_rad its mean over rings of "
-                                        "equal rounded distance (1 = circularly symmetric, ~0 = no radial structure)"},
+                                        "equal rounded distance (1 = circularly symmetric, ~0 = no radial structure)",
+                            "centre_share": "|gradient| at the output pixel's own position / the map's total |gradient| "
+                                            "(all input channels)"},
                "runs": run_info(runs),
                "locality": {lab: {k: r[k] for k in ("num_levels", "image_size", "pixels", "fractions", "levels", "masses",
                                                      "means")} | {"by_fraction": r["table"]} for lab, r in locality.items()},
