@@ -174,8 +174,9 @@ def test_processes_without_a_data_prior_store_nothing(tiny_runs):
 
 
 # A release's samples against its full run's (fp32 EMA weights, the prior drawn from the training set), same seed, in
-# [0, 1] image units. pretrained/checks.txt measures the same on the MNIST releases (blur: max 0.0144, mean 0.00027).
-RELEASE_MAX_DIFF, RELEASE_MEAN_DIFF = 0.02, 0.001
+# [0, 1] image units. pretrained/checks.txt measures the same on the MNIST releases (IHDM: max 0.0326, mean 0.0005;
+# blur: max 0.0144, mean 0.00027): a few pixels move by up to about 8 of 255, the mean stays under 1e-3.
+RELEASE_MAX_DIFF, RELEASE_MEAN_DIFF = 0.05, 0.001
 
 
 @pytest.mark.parametrize("kind", ["heat", "ddpm"])
