@@ -147,7 +147,8 @@ def test_contract_members(name):
         assert terms and all(v.shape == (6,) and v.dtype == torch.float64 and torch.isfinite(v).all() for v in terms.values())
         assert elbo.convention in ("dequantised", "discrete") and set(elbo.labels) >= set(terms)
     # the stored prior: a process whose prior reads the data either stores nothing (None) or a state whose rebuilt
-    # object gives the same prior draws within 1e-3 (kde_prior.TOL) and the same ELBO within float tolerance
+    # object gives the same prior draws within 1e-3 (kde_prior.TOL) and an ELBO within 1% per term: centres moved by up
+    # to TOL move the prior term (IHDM's L_K) by at most its closed-form bound, tested exactly in test_release.py
     state = proc.prior_state(train)
     if not proc.needs_data_for_prior:
         assert state is None
@@ -158,7 +159,7 @@ def test_contract_members(name):
         if elbo is not None:
             t2 = proc.elbo(stored, "cpu").terms(lambda x, k: torch.zeros_like(x), x0, SampleRNG(0, range(6), 12))
             for key, v in terms.items():
-                torch.testing.assert_close(t2[key], v, rtol=1e-4, atol=1e-3)
+                torch.testing.assert_close(t2[key], v, rtol=1e-2, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ALL)

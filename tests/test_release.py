@@ -56,6 +56,32 @@ def test_stored_centres_are_within_the_stated_bound_of_the_exact_ones(process, t
         assert kept <= sum(1 for n in range(16) for m in range(16) if math.exp(-lam_t * (n * n + m * m)) * 16 > tol / 8)
 
 
+@pytest.mark.parametrize("process", [HeatProcess(HeatConfig(K=20, sigma_blur_max=8.0)),
+                                     BlurProcess(BlurConfig(K=20, sigma_blur_max=8.0)),
+                                     HeatProcess(HeatConfig(K=20, sigma_blur_max=1.0))])
+def test_the_stored_prior_moves_the_prior_term_by_at_most_its_closed_form_bound(process):
+    """L_K = log N - logsumexp_i(-KL_i), KL_i = const + |m - c_i|² / (2 δ²) (App. A.3). Centres moved by e_i with
+    |e_i|_∞ <= ε change |m - c_i|² by at most 2 |m - c_i|_1 ε + D ε², and logsumexp is 1-Lipschitz in the max norm,
+    so |ΔL_K| <= max_i (|m - c_i|_1 ε + D ε² / 2) / δ², ε the stored centres' measured error."""
+    from genproc.processes.rng import SampleRNG
+
+    data = _digits()
+    stored = KDECentres.from_state(compress_centres(lambda idx: process.blur(data.get_batch(idx), process.num_levels),
+                                                    len(data), (1, 16, 16), chunk=128).state())
+    idx = torch.arange(len(data))
+    exact = process.blur(data.get_batch(idx), process.num_levels).flatten(1).double()  # (T, D)
+    eps = float((stored.centres(idx).flatten(1).double() - exact).abs().max())
+    assert 0 < eps <= stored.bound + 1e-9
+    x0 = (data.get_batch(torch.arange(8)) * 255).round().add(torch.rand(8, 1, 16, 16)).div(256)  # dequantised
+    zero = lambda x, k: torch.zeros_like(x)  # noqa: E731 - L_K does not read the network
+    t_data = process.elbo(data, "cpu").terms(zero, x0, SampleRNG(0, range(8), 12))["L_K"]
+    t_stored = process.elbo(stored, "cpu").terms(zero, x0, SampleRNG(0, range(8), 12))["L_K"]
+    m = process.blur(x0, process.num_levels).flatten(1).double()  # (B, D): the mean of q(u_K | u_0)
+    d = m.shape[1]
+    bound = (((m[:, None] - exact[None]).abs().sum(-1) * eps + d * eps**2 / 2) / process.cfg.delta**2).amax(1)
+    assert bool(((t_stored - t_data).abs() <= bound + 1e-9).all())
+
+
 def test_a_stored_prior_needs_no_data_and_gives_the_data_prior_within_its_bound(tiny_runs, monkeypatch):
     """A heat run's checkpoints carry prior.safetensors; loading it, the prior's centres equal F(t_K) x_i of the
     training set within the bound, sampling reads no data set at all, and the samples match the data-prior ones."""
