@@ -353,7 +353,8 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         f"# genproc compare: {order} on {report['dataset']}", "", f"Budget: {' / '.join(map(str, steps))} training steps"
         f"{'' if len(steps) == 1 else ' (UNEQUAL: not a fair comparison)'}; metrics {', '.join(report['metrics'])} on "
         f"{report['n']} samples/images (FID/KID reference: {report.get('n_ref') or 'all'} test images"
-        + (f"; NLL on the first {report['n_nll']} test images" if report.get("n_nll", report["n"]) != report["n"] else "")
+        + (f"; NLL on the first {report['n_nll']} test images"
+           if "nll" in report["metrics"] and report.get("n_nll", report["n"]) != report["n"] else "")
         + f"), seed {report['seed']}"
         + (f" (sample metrics also at seeds {', '.join(map(str, report['more_seeds']))})" if report.get("more_seeds") else "")
         + "; "

@@ -56,6 +56,26 @@ def test_stored_centres_are_within_the_stated_bound_of_the_exact_ones(process, t
         assert kept <= sum(1 for n in range(16) for m in range(16) if math.exp(-lam_t * (n * n + m * m)) * 16 > tol / 8)
 
 
+def test_centres_held_in_memory_or_recomputed_give_the_same_stored_prior(monkeypatch):
+    """compress_centres keeps the centres in memory for its passes when they fit in HOLD_BYTES, else recomputes them
+    on every pass: the two give identical states."""
+    import genproc.processes.kde_prior as kp
+
+    process, data = BlurProcess(BlurConfig(K=20, sigma_blur_max=8.0)), _digits()
+    calls = []
+
+    def centres(idx):
+        calls.append(len(idx))
+        return process.blur(data.get_batch(idx), process.num_levels)
+
+    held = kp.compress_centres(centres, len(data), (1, 16, 16), chunk=128).state()
+    held_calls = len(calls)
+    monkeypatch.setattr(kp, "HOLD_BYTES", 0)
+    recomputed = kp.compress_centres(centres, len(data), (1, 16, 16), chunk=128).state()
+    assert held_calls == 3 and len(calls) - held_calls > 3  # held: one pass of 3 chunks; else one per probe
+    assert held.keys() == recomputed.keys() and all(torch.equal(held[k], recomputed[k]) for k in held)
+
+
 @pytest.mark.parametrize("process", [HeatProcess(HeatConfig(K=20, sigma_blur_max=8.0)),
                                      BlurProcess(BlurConfig(K=20, sigma_blur_max=8.0)),
                                      HeatProcess(HeatConfig(K=20, sigma_blur_max=1.0))])

@@ -15,7 +15,8 @@ one (default 1e-3 in [0, 1] pixel units: a twelfth of the sampling noise δ = 0.
    prefix of the frequencies in decreasing order of peak (within the complement of D0) whose rebuilt centres,
    from the coefficients as stored (fp16 when that still meets tol, else fp32), are within tol of every exact centre.
    Every centre the prior can ever draw is measured, so the measurement is the guarantee; it is a binary search,
-   one pass over the centres per probe, and the chosen set is measured once more through :meth:`KDECentres.centres`.
+   one pass over the centres per probe (held in memory up to ``HOLD_BYTES``, else recomputed), and the chosen set is
+   measured once more through :meth:`KDECentres.centres`.
 
 The stored state records tol as ``bound`` and the error measured on every centre as ``max_error``. Should the
 per-image rebuild miss tol, the a-priori set is stored in fp32, and the bound is the measured error if still larger.
@@ -35,6 +36,7 @@ from genproc.processes.dct import dct2, idct2
 
 TOL = 1e-3  # the largest change of any pixel of any stored centre, [0, 1] units
 CHUNK = 1024
+HOLD_BYTES = 2**30  # compress_centres holds the centres and their coefficients in memory up to this size (MNIST: 376 MB)
 
 
 class KDECentres:
@@ -87,11 +89,17 @@ def compress_centres(centres: Callable[[torch.Tensor], torch.Tensor], n: int, sh
         raise GenprocError("the IHDM prior needs the training images (a KDE of blurred data); none were given")
     c, h, w = shape
 
-    def batches():
+    def computed():
         for b0 in range(0, n, chunk):
             idx = torch.arange(b0, min(n, b0 + chunk))
             y = centres(idx).float().cpu()
             yield idx, y, dct2(y, dct)
+
+    # the bisection passes over the centres several times: keep them and their coefficients when they fit
+    held = list(computed()) if 2 * 4 * n * c * h * w <= HOLD_BYTES else None
+
+    def batches():
+        return iter(held) if held is not None else computed()
 
     peak = torch.zeros(h * w, dtype=torch.float64)
     for _, _, u in batches():
