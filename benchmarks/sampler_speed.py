@@ -38,7 +38,7 @@ def main() -> None:
     base, calls = timed(ddpm, args.n)
     print(f"| DDPM ancestral | {calls} | {base:.3f} | 1.00× |", flush=True)
     for s in args.ddim_steps:
-        ips, calls = timed(ddpm.with_sampling(sampler="ddim", ddim_steps=s), args.n)
+        ips, calls = timed(ddpm.with_sampling(sampler="ddim", steps=s), args.n)
         print(f"| DDPM DDIM (eta 0) | {calls} | {ips:.3f} | {ips / base:.1f}× |", flush=True)
     if args.ihdm:
         ips, calls = timed(genproc.load(args.ihdm), args.n)

@@ -10,6 +10,6 @@ done
 for m in ddpm bdm; do
   echo "== $m, DDIM-50"; date -u
   genproc evaluate pretrained/${m}_mnist_small --metrics fid,kid --n 128 --seed 0 --data-root ../shared/data/mnist \
-      --sampling sampler=ddim --sampling ddim_steps=50
+      --sampling sampler=ddim --sampling steps=50
 done
 date -u

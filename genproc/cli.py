@@ -57,7 +57,7 @@ def train(
 def sample(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'genproc train'."),
     n: int = typer.Option(64, "--n", help="Number of samples."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run_dir>/samples/sample_seed<seed>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <run_dir>/samples/seed<seed>-<sampler>-nfe<network calls>)."),
     delta: Optional[float] = typer.Option(None, "--delta", help="IHDM/blur sampling noise std; short for --sampling delta=VALUE (default: the recipe's)."),
     seed: int = typer.Option(0, "--seed", help="Seed; sample i depends only on (seed, i)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass (does not change the samples)."),
@@ -90,8 +90,38 @@ def sample(
                          capture_every=capture_every, progress=sys.stderr.isatty() and main, precision=precision)
         if not main:
             return
-        files = write_samples(res, out or run_dir / "samples" / f"sample_seed{seed}")
-    typer.echo(f"{n} samples from {run_dir} (step {run.step}) -> " + ", ".join(files.values()))
+        how = run.sampling_record()
+        files = write_samples(res, out or run_dir / "samples" / f"seed{seed}-{how['sampler']}-nfe{how['calls']}")
+    typer.echo(f"{n} samples from {run_dir} (step {run.step}) by {how['sampler']}, {how['calls']} network calls per "
+               f"image -> " + ", ".join(files.values()))
+
+
+@app.command("samplers")
+def samplers_command(
+    run_dir: Optional[Path] = typer.Argument(None, help="A run directory: list the samplers that can drive its process."),
+) -> None:
+    """List the registered samplers, the view each needs and its settings (defaults); with RUN_DIR, those for that
+    run's process, its current one marked *."""
+    with user_errors():
+        import dataclasses
+
+        from genproc import samplers
+
+        run = None
+        if run_dir is not None:
+            from genproc.run import load
+
+            run = load(run_dir, device="cpu")
+        names = samplers.supported(run.process) if run is not None else samplers.registered()
+        current = run.sampling_record()["sampler"] if run is not None else None
+        for name in names:
+            reg = samplers.lookup(name)
+            steps = reg.sampler_cls.default_steps or "all levels"
+            keys = ", ".join(f"{f.name}={steps if f.name == 'steps' else f.default}"
+                             for f in dataclasses.fields(reg.config_cls))
+            mark = "*" if name == current else " "
+            typer.echo(f"{mark} {name:<12} [{reg.sampler_cls.view.__name__}] {reg.sampler_cls.description}\n"
+                       f"  {'':<12} settings: {keys}")
 
 
 @app.command("cache")
@@ -152,10 +182,12 @@ def export_command(
 from genproc.cli_analyze import analyze_app  # noqa: E402
 from genproc.cli_compare import compare_command  # noqa: E402
 from genproc.cli_evaluate import evaluate_command  # noqa: E402
+from genproc.cli_frontier import frontier_command  # noqa: E402
 from genproc.cli_restore import restore_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
+app.command("frontier")(frontier_command)
 app.command("restore")(restore_command)
 app.add_typer(analyze_app, name="analyze")
 

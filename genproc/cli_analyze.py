@@ -204,6 +204,7 @@ def gradients_command(
     batch_size: int = batch_size_option(),
     checkpoint: str | None = checkpoint_option(),
     data_root: str | None = data_root_option(),
+    sampling: list[str] = sampling_option(),
 ) -> None:
     """Input gradients of the network (Fig. 8): maps for one output pixel at several points of each chain, the radii
     holding 50% and 90% of the |gradient| (r50, r90) and the maps' circular symmetry (IHDM: small and round; DDPM:
@@ -212,7 +213,7 @@ def gradients_command(
                                                                    fractions=gr.parse_fractions(fractions),
                                                                    pixel=gr.parse_pixel(pixel), batch_size=batch_size,
                                                                    quantity=quantity, exclude_centre=not include_centre),
-                       checkpoint=checkpoint, data_root=data_root)
+                       checkpoint=checkpoint, data_root=data_root, sampling=sampling)
     for lab, loc in res["locality"].items():
         keys = [gr.mass_key(m) for m in loc["masses"]]
         parts = [f"k={t['level']}: " + ", ".join(f"{key} {gr.fmt_mean_std(t[key], '.2f')}" for key in keys)

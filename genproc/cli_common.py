@@ -50,9 +50,11 @@ def joined_ranks() -> Iterator[bool]:
 def sampling_option() -> list[str]:
     """``--sampling KEY=VALUE`` (repeatable): sampling-time settings, parsed by :func:`genproc.recipe.parse_sampling`."""
     return typer.Option([], "--sampling",
-                        help="Sampling-time setting of the process, e.g. --sampling sampler=ddim --sampling ddim_steps=50 "
-                             "(DDPM) or --sampling delta=0.02 (IHDM); 'process.' prefix optional; repeatable. With "
-                             "several runs each takes the settings its process has.")
+                        help="Sampling-time setting: the sampler and its settings, e.g. --sampling sampler=NAME "
+                             "--sampling steps=20 --sampling clip=clamp ('genproc samplers RUN' lists them), or the "
+                             "process's, e.g. --sampling delta=0.02 (IHDM); "
+                             "'process.' prefix optional; repeatable. With several runs each takes the settings that "
+                             "fit it.")
 
 
 def old_flag(flag: str) -> list[str]:

@@ -51,6 +51,8 @@ def compare_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass in evaluation (does not change the results)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache for FID/KID."),
     extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
+    calls: Optional[str] = typer.Option(None, "--calls", help="Also the FID-per-network-call frontier at these calls per image (e.g. 10,20,50): every process with every sampler it supports, into <out>/frontier (see genproc frontier)."),
+    samplers: list[str] = typer.Option([], "--samplers", help="With --calls: sampler variants NAME[:KEY=VALUE,...] (default: all each process supports)."),
 ) -> None:
     """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures.
     Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli compare ...) training, sampling and evaluation use the
@@ -70,7 +72,17 @@ def compare_command(
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
                          extractor=extractor, cache_dir=cache_dir, seed=seed, more_seeds=extra_seeds, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, n_nll=n_nll, scale=scale, recipe_paths=recipe,
                          progress=sys.stderr.isatty() and main, log=log)
+        if calls is not None and main:
+            from genproc.cli_frontier import run_frontier
+
+            front = run_frontier([Path(row["run_dir"]) for row in report["rows"]], calls, out=out / "frontier",
+                                 samplers=samplers, n=n, seeds=",".join(map(str, [seed, *extra_seeds])), n_ref=n_ref,
+                                 data_root=data_root, floor=True, batch_size=batch_size,
+                                 inception_weights=inception_weights, cache_dir=cache_dir, extractor=extractor)
     if not main:
         return
     typer.echo(report["table"])
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")
+    if calls is not None:
+        typer.echo(front["table"])
+        typer.echo(f"wrote {out / 'frontier' / 'frontier.md'} and frontier.png")

@@ -144,7 +144,7 @@ def measure_run(e: Entry) -> dict[str, Any]:
     path = e.run.run_dir / "metrics.jsonl"
     lines = [json.loads(s) for s in (path.read_text().splitlines() if path.is_file() else []) if s.strip()]
     ips = [d["img_per_s"] for d in lines if "img_per_s" in d]  # evaluation lines ({"step", "eval"}) have none
-    return {"train_img_s": float(torch.tensor(ips).median()) if ips else None, "sampling_steps": len(e.run.process.reverse_levels()),
+    return {"train_img_s": float(torch.tensor(ips).median()) if ips else None, "sampling_calls": e.run.sampling_record()["calls"],
             "sample_img_s": e.sample.images.shape[0] / max(e.sample_seconds, 1e-9), "params": count_parameters(e.run.net),
             "budget_steps": e.run.step, "run_dir": str(e.run.run_dir)}
 
@@ -172,7 +172,7 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("KID", lambda r: "–" if r.get("kid") is None else f"{r['kid']:.4f}" + kid_spread(r.get("kid_std"), r.get("kid_one_subset"))),
     ("NLL bits/dim", lambda r: "–" if r.get("nll") is None else f"{r['nll']:.3f} ({r['nll_convention']})"),
     ("train img/s", _num("train_img_s", ".1f")), ("sample img/s", _num("sample_img_s", ".2f")),
-    ("network calls / image", _num("sampling_steps", "d")), ("params", _num("params", ",")),
+    ("network calls / image", _num("sampling_calls", "d")), ("params", _num("params", ",")),
     ("budget steps", _num("budget_steps", "d")),
     ("interp. jump ratio px / shape", _pair("jump_ratio_mean", "jump_ratio_shape_mean")),
     ("interp. path ratio px / shape", _pair("path_ratio_mean", "path_ratio_shape_mean")),

@@ -136,6 +136,7 @@ class Recipe:
     net: Any = None  # the registered net's config dataclass
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    sampler: Any = None  # the registered sampler's config dataclass (genproc.samplers); None: the process's default
 
     def __post_init__(self) -> None:
         if self.process is None:
@@ -158,6 +159,10 @@ class Recipe:
         out["net"] = {"name": net_name(self.net), **dataclasses.asdict(self.net)}
         out["train"] = dataclasses.asdict(self.train)
         out["sample"] = dataclasses.asdict(self.sample)
+        if self.sampler is not None:
+            from genproc.samplers import name_of as sampler_name
+
+            out["sampler"] = {"name": sampler_name(self.sampler), **dataclasses.asdict(self.sampler)}
         return json.loads(json.dumps(out))  # tuples -> lists
 
 
@@ -271,6 +276,43 @@ def _process_config(values: Any) -> Any:
     return _registered("process", values, {n: processes.lookup(n).config_cls for n in processes.registered()})
 
 
+# Sampler keys that lived in the process section before samplers were their own units (DDPM's and BDM's ``sampler``,
+# ``ddim_steps``, ``eta``): read from recipes and checkpoints written then, never written again.
+_OLD_SAMPLER_KEYS = ("sampler", "ddim_steps", "eta")
+
+
+def _old_sampler_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """A recipe dict whose process section has the old sampler keys, with them moved to a ``sampler`` section that
+    samples exactly as they did (their DDIM clamped x̂₀ to [-1, 1]; their ancestral chain did not clip)."""
+    proc = d.get("process")
+    if not isinstance(proc, dict) or not any(k in proc for k in _OLD_SAMPLER_KEYS) or "name" not in proc:
+        return d
+    from genproc import processes
+
+    try:
+        fields = {f.name for f in dataclasses.fields(processes.lookup(proc["name"]).config_cls)}
+    except GenprocError:
+        return d  # the unknown process is reported where the section is built
+    old = {k: proc[k] for k in _OLD_SAMPLER_KEYS if k in proc and k not in fields}
+    if not old:
+        return d
+    d = {**d, "process": {k: v for k, v in proc.items() if k not in old}}
+    if d.get("sampler") is None:
+        name = old.get("sampler", "ancestral")
+        d["sampler"] = {"name": name, "clip": "none"} if name != "ddim" else \
+            {"name": "ddim", "steps": old.get("ddim_steps", 50), "eta": old.get("eta", 0.0), "clip": "clamp"}
+    return d
+
+
+def _sampler_config(values: Any) -> Any:
+    """The ``sampler`` section (None: the process's default), built through :mod:`genproc.samplers`' registry."""
+    if values is None:
+        return None
+    from genproc import samplers
+
+    return _registered("sampler", values, {n: samplers.lookup(n).config_cls for n in samplers.registered()})
+
+
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """Validate a nested dict (as read from YAML) into a :class:`Recipe`."""
     from genproc.nets import NETS
@@ -281,6 +323,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     for key in d:
         if key not in valid:
             raise _unknown_key(str(key), valid, "")
+    d = _old_sampler_keys(d)
     return Recipe(
         name=_coerce(d.get("name", "unnamed"), str, "name"),
         seed=_coerce(d.get("seed", 0), int, "seed"),
@@ -289,6 +332,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
         net=_registered("net", d.get("net"), {name: cfg_cls for name, (_, cfg_cls) in NETS.items()}),
         train=build_dataclass(TrainConfig, d.get("train"), "train."),
         sample=build_dataclass(SampleConfig, d.get("sample"), "sample."),
+        sampler=_sampler_config(d.get("sampler")),
     )
 
 

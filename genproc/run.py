@@ -2,7 +2,7 @@
 
     run = genproc.load("runs/ihdm_mnist_small")
     images = run.sample(16, seed=0).images                       # (16, C, H, W) in [0, 1]
-    ddim = genproc.load("runs/ddpm_mnist_small").with_sampling(sampler="ddim", ddim_steps=50)
+    fast = genproc.load("runs/ddpm_mnist_small").with_sampling(sampler="dpmpp_2m", steps=20)
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from genproc.engine.sampler import SampleResult, generate, slow_precision_warnin
 from genproc.errors import GenprocError
 from genproc.nets import build_net
 from genproc.processes import ForwardProcess, build_process, name_of
-from genproc.recipe import Recipe, parse_sampling, recipe_from_dict
+from genproc.recipe import Recipe, build_dataclass, parse_sampling, recipe_from_dict
+from genproc.samplers import Sampler, check, for_process, lookup, settings
+from genproc.samplers import name_of as sampler_name
+from genproc.samplers import supported as supported_samplers
 
 
 @dataclass
@@ -71,22 +74,51 @@ class LoadedRun:
             return None
         return self.stored_prior if self.stored_prior is not None else self.data
 
-    def with_sampling(self, settings: Mapping[str, Any] | Sequence[str] = (), /, **kwargs: Any) -> LoadedRun:
-        """The same trained network under other sampling-time settings, e.g. ``run.with_sampling(delta=0.02)`` (IHDM)
-        or ``run.with_sampling(sampler="ddim", ddim_steps=50)`` (DDPM). Only the keys in the process config's
-        ``SAMPLING_KEYS`` may change; any other key would change the trained model and is refused. The network and the
-        data are shared with this run. ``settings`` may also be ``["delta=0.02", ...]`` strings or a dict."""
-        new = {**parse_sampling(settings), **kwargs}
+    @property
+    def sampler(self) -> Sampler:
+        """The sampler this run samples with: the recipe's ``sampler`` section, else the process's default."""
+        return for_process(self.process, self.recipe.sampler)
+
+    def sampling_record(self) -> dict[str, Any]:
+        """Everything that decides how samples are drawn, for records and reports: the process's sampling-time keys,
+        the sampler's name and settings, and the network calls per image."""
+        sampler = self.sampler
+        return {**self.process.sampling_settings(), "sampler": sampler_name(sampler.cfg), **settings(sampler.cfg),
+                "calls": sampler.calls(sampler.levels(self.process))}
+
+    def sampling_keys(self) -> list[str]:
+        """The settings :meth:`with_sampling` accepts here: ``sampler``, the process's sampling-time keys and the
+        current sampler's settings."""
+        return ["sampler", *type(self.recipe.process).SAMPLING_KEYS, *settings(self.sampler.cfg)]
+
+    def with_sampling(self, settings_: Mapping[str, Any] | Sequence[str] = (), /, **kwargs: Any) -> LoadedRun:
+        """The same trained network under other sampling-time settings: a sampler and its settings
+        (``run.with_sampling(sampler="dpmpp_2m", steps=20)``, ``clip="clamp"``, ``eta=1``; :mod:`genproc.samplers`) or
+        the process's own sampling-time keys (``run.with_sampling(delta=0.02)``, IHDM). A new ``sampler`` starts from
+        its default settings. A key neither has would change the trained model and is refused; so is a sampler that
+        cannot drive this process (the message lists those that can). The network and the data are shared with this
+        run. ``settings_`` may also be ``["sampler=ddim", "steps=20", ...]`` strings or a dict."""
+        new = {**parse_sampling(settings_), **kwargs}
         if not new:
             return self
-        allowed = type(self.recipe.process).SAMPLING_KEYS
-        if bad := [k for k in new if k not in allowed]:
-            raise GenprocError(f"'{bad[0]}' is not a sampling-time setting of process '{self.process_name}' "
-                               f"(sampling-time keys: {', '.join(allowed) or '(none)'}); other keys change the trained model")
+        process_keys = type(self.recipe.process).SAMPLING_KEYS
+        name = new.get("sampler")
+        if name is None:
+            name = sampler_name(self.sampler.cfg)
+            values = settings(self.sampler.cfg)
+        else:
+            name, values = lookup(str(name)).name, {}
+        fields = set(settings(lookup(name).config_cls()))
+        if bad := [k for k in new if k != "sampler" and k not in process_keys and k not in fields]:
+            raise GenprocError(f"'{bad[0]}' is not a sampling-time setting of process '{self.process_name}' or of "
+                               f"sampler '{name}' (process: {', '.join(process_keys) or '(none)'}; sampler: "
+                               f"{', '.join(sorted(fields))}); other keys change the trained model")
         d = self.recipe.to_dict()
-        d["process"].update(new)
+        d["process"].update({k: v for k, v in new.items() if k in process_keys})
+        values = {**values, **{k: v for k, v in new.items() if k in fields and k not in process_keys}}
         recipe = recipe_from_dict(d)
         process = build_process(recipe.process)
+        recipe.sampler = build_dataclass(lookup(check(process, name)).config_cls, values, "sampling.")
         stored = None if self.stored_prior is None else process.prior_from_state(self.stored_prior.state())
         return replace(self, recipe=recipe, process=process, sampling={**self.sampling, **new}, stored_prior=stored)
 
@@ -105,7 +137,7 @@ class LoadedRun:
         precision = precision or self.recipe.train.precision
         if (slow := slow_precision_warning(self.device, precision)) is not None:
             warnings.warn(f"{slow}; pass precision='fp32' (genproc sample --precision fp32)", stacklevel=2)
-        return generate(self.process, self.net, n, shape=self.image_shape, data=self.prior_data(), seed=seed,
+        return generate(self.process, self.net, n, sampler=self.sampler, shape=self.image_shape, data=self.prior_data(), seed=seed,
                         batch_size=batch_size, same_init=same_init, share_noise=share_noise, capture_every=capture_every,
                         device=self.device, precision=precision, progress=progress, start_index=start_index,
                         info=current() if distributed else None)
@@ -119,16 +151,25 @@ class LoadedRun:
         return restore(self, y, level=level, n=n, seed=seed, **kwargs)
 
 
-def with_sampling_where_known(runs: Sequence[LoadedRun], settings: Mapping[str, Any] | Sequence[str]) -> list[LoadedRun]:
-    """Each run with the sampling-time settings its process has (``sampler=ddim`` changes only DDPM runs);
-    a setting that fits none of the runs is an error."""
-    settings = parse_sampling(settings)
-    keys = [set(type(r.recipe.process).SAMPLING_KEYS) for r in runs]
-    for k in settings:
-        if not any(k in ks for ks in keys):
-            raise GenprocError(f"sampling setting '{k}' fits none of the runs; their sampling-time keys: "
-                               f"{', '.join(sorted(set().union(*keys))) or '(none)'}")
-    return [r.with_sampling({k: v for k, v in settings.items() if k in ks}) for r, ks in zip(runs, keys)]
+def with_sampling_where_known(runs: Sequence[LoadedRun], settings_: Mapping[str, Any] | Sequence[str]) -> list[LoadedRun]:
+    """Each run with the sampling-time settings that fit it: ``sampler=NAME`` (and that sampler's settings) changes the
+    runs whose process that sampler can drive (``sampler=ddim``: the Gaussian diffusions), a process key the runs with
+    that key (``delta``: IHDM and blur); a setting that fits none of the runs is an error."""
+    new = parse_sampling(settings_)
+    name = new.get("sampler")
+    out, used = [], set()
+    for r in runs:
+        if name is not None and lookup(str(name)).name not in supported_samplers(r.process):
+            keys = set(type(r.recipe.process).SAMPLING_KEYS)
+        else:
+            keys = set(r.with_sampling({"sampler": name}).sampling_keys()) if name is not None else set(r.sampling_keys())
+        mine = {k: v for k, v in new.items() if k in keys}
+        used |= set(mine)
+        out.append(r.with_sampling(mine))
+    if unused := [k for k in new if k not in used]:
+        raise GenprocError(f"sampling setting '{unused[0]}' fits none of the runs "
+                           f"(their settings: {', '.join(sorted(set().union(*[r.sampling_keys() for r in runs])))})")
+    return out
 
 
 def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: str = "ema", device: str = "auto",

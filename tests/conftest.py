@@ -41,6 +41,13 @@ def tiny_recipe(process: str, name: str = "tiny", **train: float) -> dict:
     return d
 
 
+def make_sampler(name: str, **settings):
+    """The registered sampler ``name`` with ``settings`` (e.g. ``make_sampler("ddim", steps=6, eta=1.0)``)."""
+    from genproc.samplers import build_sampler, lookup
+
+    return build_sampler(name, lookup(name).config_cls(**settings))
+
+
 def one_line_error(result, *needles: str) -> None:
     """A CLI result that failed with exit code 2 and one line ``error: ...`` (no traceback) holding every needle."""
     assert result.exit_code == 2, result.output
@@ -52,8 +59,8 @@ def one_line_error(result, *needles: str) -> None:
 
 # --sampling options that switch a DDPM run to 4 DDIM steps (other runs lack the keys and ignore them);
 # the 'process.' prefix is optional. The old flag --sample-set (hidden alias) does the same.
-DDIM_4_STEPS = ("--sampling", "sampler=ddim", "--sampling", "process.ddim_steps=4")
-DDIM_4_STEPS_OLD_FLAG = ("--sample-set", "process.sampler=ddim", "--sample-set", "process.ddim_steps=4")
+DDIM_4_STEPS = ("--sampling", "sampler=ddim", "--sampling", "steps=4")
+DDIM_4_STEPS_OLD_FLAG = ("--sample-set", "process.sampler=ddim", "--sample-set", "steps=4")
 
 
 def invoke_analyze(command: str, args: Iterable, out: Path, *options: str):

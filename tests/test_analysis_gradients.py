@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import analyze_errors, analyze_ok
+from conftest import analyze_errors, analyze_ok, make_sampler
 
 from genproc.analysis.gradients import (
     circular_symmetry,
@@ -183,7 +183,7 @@ def reference_measures(run_dir, n: int, seed: int, fractions, pixels, quantity: 
         for b in range(n):
             def f(x, k=k):
                 out = run.net(x, torch.full((1,), k, dtype=torch.long))
-                return out if quantity == "output" else run.process.reverse_step(x, out, k, k - 1, torch.zeros_like(x))
+                return out if quantity == "output" else _step_mean(run.process, x, out, k)
 
             jac = torch.autograd.functional.jacobian(f, state[b:b + 1])  # (1, C, H, W, 1, C, H, W)
             for pi, (c, i, j) in enumerate(pixels):
@@ -196,12 +196,25 @@ def reference_measures(run_dir, n: int, seed: int, fractions, pixels, quantity: 
     return out
 
 
+def _step_mean(process, x: torch.Tensor, out: torch.Tensor, k: int) -> torch.Tensor:
+    """The noise-free reverse step to k - 1 written out: IHDM's mean x + f (Eq. 8); DDPM's Ho et al. Eq. 11 with ε̂."""
+    from genproc.processes.ddpm import DDPMProcess
+
+    if not isinstance(process, DDPMProcess):
+        return x + out
+    beta, abar = float(process.betas[k]), float(process.alpha_bar[k])
+    return (x - beta / math.sqrt(1 - abar) * out) / math.sqrt(1 - beta)
+
+
 @pytest.mark.parametrize("options", [(), ("--quantity", "output", "--include-centre")])
 def test_gradients_command_end_to_end(tiny_runs_no_ema, tmp_path, options):
     """Every image's radii and symmetry against the reference from full Jacobians, for the default measure (the
-    reverse step, centre left out) and the raw network output with the centre counted."""
+    reverse step, centre left out) and the raw network output with the centre counted. The step is the run's
+    sampler's: DDPM's ancestral step with x̂₀ unclipped (``clip=none``, which only DDPM's sampler has) is Ho et al.'s
+    Eq. 11, the reference."""
     out = tmp_path / "grads"
-    r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4", *options)
+    r = analyze_ok("gradients", tiny_runs_no_ema.values(), out, "--n", "4", "--pixel", "3,4", "--sampling", "clip=none",
+                   *options)
     assert "ihdm: gradient radii r50/r90 (px, holding 50%/90%" in r.output and "ddpm:" in r.output and "sym " in r.output
     assert (out / "gradients.png").stat().st_size > 0
     js = json.loads((out / "gradients.json").read_text())
@@ -262,14 +275,14 @@ def test_radii_without_the_centre_and_the_step_quantity_in_closed_form():
     from genproc.processes.heat import HeatConfig, HeatProcess
 
     kernel = gauss(2, 1.0) * 0.01
-    heat = SimpleNamespace(**vars(conv_run(kernel)), process=HeatProcess(HeatConfig(K=5)))
+    heat = SimpleNamespace(**vars(conv_run(kernel)), process=HeatProcess(HeatConfig(K=5)), sampler=make_sampler("chain"))
     gs = input_gradients(heat, torch.rand(1, 1, 9, 9), 3, [(0, 4, 4)], quantity="step")[0, 0, 0]
     want = torch.zeros(9, 9)
     want[2:7, 2:7] = kernel.float()
     want[4, 4] += 1
     torch.testing.assert_close(gs, want)
     p = DDPMProcess(DDPMConfig(T=20))
-    ddpm = SimpleNamespace(**vars(conv_run(kernel)), process=p)
+    ddpm = SimpleNamespace(**vars(conv_run(kernel)), process=p, sampler=make_sampler("ancestral"))
     t = 10
     gd = input_gradients(ddpm, torch.rand(1, 1, 9, 9), t, [(0, 4, 4)], quantity="step")[0, 0, 0]
     beta, abar = float(p.betas[t]), float(p.alpha_bar[t])

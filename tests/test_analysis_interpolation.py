@@ -75,8 +75,8 @@ def test_endpoints_are_the_sampler_samples(tiny_runs, process):
 
 
 def test_summary_and_bad_input(tiny_runs):
-    run = load(tiny_runs["ddpm"]).with_sampling(sampler="ddim", ddim_steps=4)
-    assert not run.process.reverse_is_stochastic and ip.prior_interpolation(run.process) == "slerp"
+    run = load(tiny_runs["ddpm"]).with_sampling(sampler="ddim", steps=4)
+    assert not run.sampler.stochastic(run.process) and ip.prior_interpolation(run.process) == "slerp"
     row = ip.interpolation_smoothness_summary(run, pairs=2, frames=4)
     assert {"jump_ratio_mean", "path_ratio_mean", "jump_ratio_shape_mean", "path_ratio_shape_mean"} <= set(row)
     # the summary's numbers, recomputed in numpy from the interpolation's frames (pixel space)
@@ -100,7 +100,7 @@ def test_cli_end_to_end(tiny_runs, tmp_path):
     assert (out / "interpolation.png").stat().st_size > 0
     js = json.loads((out / "interpolation.json").read_text())
     assert set(js["results"]) == {"ihdm", "ddpm"} and js["settings"]["pairs"] == 3 and "genproc_version" in js
-    assert js["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 4}
+    assert js["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "steps": 4}
     assert js["runs"]["ihdm"]["sampling_overrides"] == {}
     ihdm, ddpm = js["results"]["ihdm"], js["results"]["ddpm"]
     assert ihdm["prior_interpolation"] == "linear" and ihdm["noise_used"] and ihdm["noise_interpolation"] == "slerp"

@@ -94,7 +94,7 @@ def test_neighbours_command_end_to_end(tiny_runs, tmp_path):
         assert res["samples"]["n"] == 5 and res["test"]["n"] == 30
         assert 0 <= res["frac_samples_below_test_p01"] <= 1 and 0 <= res["ks_statistic"] <= 1
         assert all(math.isfinite(res[key]) for key in ("test_p01", "median_ratio_samples_to_test", "ks_pvalue"))
-    assert rep["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 4}
+    assert rep["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "steps": 4}
     assert rep["runs"]["ihdm"]["sampling_overrides"] == {}
     # the test images' distances do not depend on the run (same data): computed once, reported alike
     assert rep["results"]["ihdm"]["test"] == rep["results"]["ddpm"]["test"]

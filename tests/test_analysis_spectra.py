@@ -201,7 +201,7 @@ def test_old_sampling_flag_is_a_hidden_alias(tiny_runs_no_ema, tmp_path):
     out = tmp_path / "old"
     analyze_ok("spectra", [tiny_runs_no_ema["ddpm"]], out, "--n", "4", "--levels", "2", *DDIM_4_STEPS_OLD_FLAG)
     js = json.loads((out / "spectra.json").read_text())
-    assert js["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 4}
+    assert js["runs"]["ddpm"]["sampling_overrides"] == {"sampler": "ddim", "steps": 4}
     assert js["generative"]["ddpm"]["num_sampling_steps"] == 4
     from typer.testing import CliRunner
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from conftest import make_sampler
 from torch.distributions import Normal, kl_divergence
 
 from genproc.processes.bdm import BDMConfig, BDMProcess, blur_sigma, logsnr_cosine
@@ -34,14 +35,14 @@ def test_schedule_endpoints_and_definitions():
     p = _proc()
     logsnr = logsnr_cosine(torch.tensor(7 / 20, dtype=torch.float64))
     assert float(p.a[7]) == pytest.approx(math.sqrt(1 / (1 + math.exp(-float(logsnr)))), rel=1e-12)
-    assert float(p.a[7] ** 2 + p.sigma[7] ** 2) == pytest.approx(1.0, rel=1e-12)  # variance preserving
+    assert float(p.a[7] ** 2 + p.sigmas[7] ** 2) == pytest.approx(1.0, rel=1e-12)  # variance preserving
     # d_t = (1 - d_min) exp(-λ τ_t) + d_min with λ_nm = π²(n²/H² + m²/W²), τ = σ_B² / 2, on a 6 x 9 grid
     n, m = 2, 5
     lam = math.pi**2 * (n**2 / 36 + m**2 / 81)
     tau = (4.0 * math.sin(math.pi * 7 / 40) ** 2) ** 2 / 2
     want = float(p.a[7]) * (0.999 * math.exp(-lam * tau) + 0.001)
     assert float(p.alpha(7, (6, 9))[n, m]) == pytest.approx(want, rel=1e-6)  # λ comes from genproc's float32 eigenvalues
-    assert torch.all(p.alpha(0, (6, 9)) == 1) and p.sigma[0] == 0  # level 0 is the data
+    assert torch.all(p.alpha(0, (6, 9)) == 1) and p.sigmas[0] == 0  # level 0 is the data
 
 
 def test_forward_marginal_mean_and_covariance_monte_carlo():
@@ -52,7 +53,7 @@ def test_forward_marginal_mean_and_covariance_monte_carlo():
     z = p.forward_marginal(x0.expand(n, -1, -1, -1), torch.full((n,), k), eps).reshape(n, 12).double()
     V = _dct_basis(3, 4)
     mean = V @ (p.alpha(k, (3, 4)).numpy().reshape(12) * (V.T @ (2 * x0.double().numpy().reshape(12) - 1)))
-    s = float(p.sigma[k])
+    s = float(p.sigmas[k])
     assert np.abs(z.mean(0).numpy() - mean).max() < 5 * s / math.sqrt(n)
     cov = np.cov(z.numpy().T)
     assert np.abs(cov - s**2 * np.eye(12)).max() < 6 * s**2 * math.sqrt(2 / n)
@@ -63,7 +64,7 @@ def test_posterior_equals_brute_force_gaussian_conditioning_on_a_2x2_image():
     p, k, s = _proc(sigma_blur_max=1.5), 12, 9
     V = _dct_basis(2, 2)
     A_t, A_s = (V @ np.diag(p.alpha(j, (2, 2)).numpy().reshape(4)) @ V.T for j in (k, s))
-    s2_t, s2_s = float(p.sigma[k]) ** 2, float(p.sigma[s]) ** 2
+    s2_t, s2_s = float(p.sigmas[k]) ** 2, float(p.sigmas[s]) ** 2
     A_ts = V @ np.diag((p.alpha(k, (2, 2)) / p.alpha(s, (2, 2))).numpy().reshape(4)) @ V.T
     # z_s = A_s x + σ_s e1, z_t = A_ts z_s + e2 with Cov(z_t) = σ_t² I: Cov(z_t, z_s) = A_ts σ_s²
     S_ss, S_tt, S_ts = s2_s * np.eye(4), s2_t * np.eye(4), A_ts * s2_s
@@ -89,7 +90,7 @@ class _Oracle(torch.nn.Module):
     def forward(self, z, k):
         from genproc.processes.dct import dct2, idct2
 
-        a, s = self.p.alpha(k, tuple(z.shape[-2:])), self.p.sigma_of(k)
+        a, s = self.p.alpha(k, tuple(z.shape[-2:])), self.p.sigma(k)
         u_x = dct2(self.x.expand_as(z)).double()
         eps = (z - idct2((a * u_x).float())) / s.float()
         if self.p.cfg.prediction == "eps":
@@ -106,7 +107,7 @@ def test_no_blur_is_plain_gaussian_diffusion():
     for k in (1, 7, 20):
         torch.testing.assert_close(p.alpha(k, (5, 3)), torch.full((5, 3), float(p.a[k]), dtype=torch.float64))
     k, s = 9, 8
-    a_t, a_s, s_t, s_s = (float(v) for v in (p.a[k], p.a[s], p.sigma[k], p.sigma[s]))
+    a_t, a_s, s_t, s_s = (float(v) for v in (p.a[k], p.a[s], p.sigmas[k], p.sigmas[s]))
     a_ts, s2_ts = a_t / a_s, s_t**2 - (a_t / a_s) ** 2 * s_s**2
     var = s2_ts * s_s**2 / s_t**2  # β̃ of the pair (s, t)
     c_t, c_x, v = p.posterior(k, s, (5, 3))
@@ -125,20 +126,6 @@ def test_no_blur_is_plain_gaussian_diffusion():
     assert float(terms["L_kl"][0]) == pytest.approx(float(per_level), rel=1e-5)
 
 
-def test_ddim_eta_one_step_is_the_ancestral_step():
-    """DDIM(η = 1) and the ancestral posterior have, per frequency, the same mean and variance for the same network
-    output: through ``reverse_step`` with the same noise they give the same next state, for every consecutive pair of
-    levels (and a smaller η does not)."""
-    anc, ddim = _proc(sigma_blur_max=3.0), _proc(sigma_blur_max=3.0, sampler="ddim", ddim_steps=20, eta=1.0)
-    half = _proc(sigma_blur_max=3.0, sampler="ddim", ddim_steps=20, eta=0.5)
-    g = torch.Generator().manual_seed(0)
-    z, eps_hat, noise = torch.randn(3, 2, 1, 4, 6, generator=g)
-    for k in range(20, 1, -1):
-        a = anc.reverse_step(z, eps_hat, k, k - 1, noise)
-        torch.testing.assert_close(ddim.reverse_step(z, eps_hat, k, k - 1, noise), a, atol=2e-5, rtol=1e-5)
-        assert not torch.allclose(half.reverse_step(z, eps_hat, k, k - 1, noise), a, atol=1e-3)
-
-
 class _GaussianData(torch.nn.Module):
     """E[ε | z_k] for data x ~ N(m, c² I) (per frequency u_k ~ N(α u_m, c² α² + σ²), so E[u_ε | u_k] =
     σ (u_k - α u_m) / (c² α² + σ²)) plus a state-dependent error, so that the network is the exact ε of no data set
@@ -151,7 +138,7 @@ class _GaussianData(torch.nn.Module):
     def forward(self, z, k):
         from genproc.processes.dct import dct2, idct2
 
-        a, s = self.p.alpha(k, tuple(z.shape[-2:])), self.p.sigma_of(k)
+        a, s = self.p.alpha(k, tuple(z.shape[-2:])), self.p.sigma(k)
         u = dct2(z).double()
         u_m = dct2(self.m.expand_as(z)).double()
         return idct2((s * (u - a * u_m) / (self.c**2 * a**2 + s**2)).float()) + 0.5 * torch.tanh(3 * z)
@@ -165,19 +152,20 @@ def test_ddim_eta_one_and_ancestral_agree_in_distribution_through_the_sampler():
 
     x_star = torch.tensor([[[[0.5, -0.2, 0.8], [-0.6, 0.1, 0.3]]]])
     out = {}
-    for name, kw in {"anc": {}, "ddim1": {"sampler": "ddim", "ddim_steps": 20, "eta": 1.0}}.items():
-        p = _proc(**kw)
-        assert len(p.reverse_levels()) == 20
-        out[name] = generate(p, _GaussianData(p, x_star, 0.3), 4000, shape=(1, 2, 3), seed=5 if name == "anc" else 6,
-                             batch_size=4000, capture_every=-1).images.double()
+    p = _proc()
+    for name, sampler in {"anc": make_sampler("ancestral"), "ddim1": make_sampler("ddim", steps=20, eta=1.0)}.items():
+        assert len(sampler.levels(p)) == 20
+        out[name] = generate(p, _GaussianData(p, x_star, 0.3), 4000, sampler=sampler, shape=(1, 2, 3),
+                             seed=5 if name == "anc" else 6, batch_size=4000, capture_every=-1).images.double()
     a, b = out["anc"], out["ddim1"]
     assert float(a.std(0).min()) > 0.05  # the noise matters: a real test of the distribution
     se = (a.var(0) / 4000 + b.var(0) / 4000).sqrt()
     assert float(((a.mean(0) - b.mean(0)).abs() / se).max()) < 5
     assert float((a.std(0) / b.std(0) - 1).abs().max()) < 5 * math.sqrt(2 / 4000) * 2
-    p0 = _proc(sampler="ddim", ddim_steps=7, eta=0.0)
-    c = generate(p0, _GaussianData(p0, x_star, 0.3), 3, shape=(1, 2, 3), seed=1, same_init=True, capture_every=-1).images
-    assert not p0.reverse_is_stochastic and torch.equal(c[0], c[1]) and torch.equal(c[1], c[2])
+    ddim0 = make_sampler("ddim", steps=7)
+    c = generate(p, _GaussianData(p, x_star, 0.3), 3, sampler=ddim0, shape=(1, 2, 3), seed=1, same_init=True,
+                 capture_every=-1).images
+    assert not ddim0.stochastic(p) and torch.equal(c[0], c[1]) and torch.equal(c[1], c[2])
 
 
 def test_oracle_elbo_on_a_one_image_data_set_has_its_closed_form():
@@ -192,10 +180,10 @@ def test_oracle_elbo_on_a_one_image_data_set_has_its_closed_form():
     terms = BDMELBO(p, levels=10_000).terms(net, x0, SampleRNG(0, [0], 12))
     assert float(terms["L_kl"][0]) == pytest.approx(0.0, abs=1e-6)
     u_x = torch.tensor(scipy.fft.dctn(x[0, 0].double().numpy(), norm="ortho"))
-    a_T, s_T = p.alpha(20, (4, 5)), float(p.sigma[20])
+    a_T, s_T = p.alpha(20, (4, 5)), float(p.sigmas[20])
     want_T = kl_divergence(Normal(a_T * u_x, s_T), Normal(torch.zeros(()), torch.ones(()))).sum()
     assert float(terms["L_T"][0]) == pytest.approx(float(want_T), rel=1e-5)  # genproc's DCT runs in float32
-    std = float(p.sigma[1] / p.a[1])
+    std = float(p.sigmas[1] / p.a[1])
     bins = Normal(x.double(), std)
     mass = bins.cdf(x.double() + 1 / 255) - bins.cdf(x.double() - 1 / 255)
     mass = torch.where(v == 0, bins.cdf(x.double() + 1 / 255), torch.where(v == 255, 1 - bins.cdf(x.double() - 1 / 255), mass))
@@ -212,8 +200,8 @@ def test_every_parametrisation_with_its_oracle_reconstructs_the_image_and_has_ze
     v = torch.round(torch.rand(1, 1, 4, 5, generator=torch.Generator().manual_seed(3)) * 255)
     x_star = 2 * v / 255 - 1  # on the 8-bit grid, as the ELBO reads the data
     net = _Oracle(p, x_star)
-    for q in (p, _proc(prediction=prediction, sampler="ddim", ddim_steps=6)):
-        out = generate(q, _Oracle(q, x_star), 3, shape=(1, 4, 5), seed=0, capture_every=-1).images
+    for sampler in (make_sampler("ancestral"), make_sampler("ddim", steps=6)):
+        out = generate(p, net, 3, sampler=sampler, shape=(1, 4, 5), seed=0, capture_every=-1).images
         torch.testing.assert_close(out, ((x_star + 1) / 2).clamp(0, 1).expand(3, 1, 4, 5), atol=2e-4, rtol=0)
     x0 = (x_star + 1) / 2
     k = torch.tensor([1, 5, 13, 20])
@@ -232,13 +220,13 @@ def test_v_without_blur_is_the_usual_v_and_bounds_the_x_error():
     eps = torch.randn(2, 1, 3, 4, generator=torch.Generator().manual_seed(2))
     k = torch.tensor([3, 17])
     _, v = p.training_pair(x0, k, eps)
-    a, s = p.a[k].float()[:, None, None, None], p.sigma[k].float()[:, None, None, None]
+    a, s = p.a[k].float()[:, None, None, None], p.sigmas[k].float()[:, None, None, None]
     torch.testing.assert_close(v, a * eps - s * (2 * x0 - 1), atol=1e-5, rtol=1e-5)
     pv, pe = _proc(sigma_blur_max=20.0, prediction="v", T=1000), _proc(sigma_blur_max=20.0, T=1000)
     u_t, u_out = torch.randn(2, 1, 1, 8, 8, dtype=torch.float64)  # coefficients, in float64 to see the exact factor
     e = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
     e[..., 7, 7] = 1e-3  # an error in the highest frequency's output
     for k in (200, 500, 800):
-        dx_v = (pv.predict(u_t, u_out + e, k)[0] - pv.predict(u_t, u_out, k)[0]).abs().max()
-        dx_e = (pe.predict(u_t, u_out + e, k)[0] - pe.predict(u_t, u_out, k)[0]).abs().max()
+        dx_v = (pv.split(u_t, u_out + e, k)[0] - pv.split(u_t, u_out, k)[0]).abs().max()
+        dx_e = (pe.split(u_t, u_out + e, k)[0] - pe.split(u_t, u_out, k)[0]).abs().max()
         assert float(dx_v) <= 1e-3 * (1 + 1e-9) and float(dx_e) > 100 * 1e-3

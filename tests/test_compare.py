@@ -60,7 +60,7 @@ def test_report_files_and_table(compared):
         assert row["budget_steps"] == 6 and row["params"] > 0 and row["train_img_s"] > 0 and row["sample_img_s"] > 0
         assert 0 < row["nll"] < float("inf") and "fid" not in row  # untrained: large, but a finite bound
     ihdm, ddpm = rep["rows"]
-    assert ihdm["sampling_steps"] == 5 and ddpm["sampling_steps"] == 20
+    assert ihdm["sampling_calls"] == 5 and ddpm["sampling_calls"] == 20
     assert ihdm["nll_convention"] == "dequantised" and ddpm["nll_convention"] == "discrete"
     assert rep["records"]["ddpm"][0]["convention_detail"].startswith("discretised Gaussian decoder")
     md = (compared / "report.md").read_text()
@@ -185,41 +185,50 @@ def test_every_process_on_the_shared_engine(process, tmp_path):
     assert torch.isfinite(s.images).all() and s.images.min() >= 0 and s.images.max() <= 1
     # sample i depends on (seed, i) only; blur's grouped conv differs by float rounding (~1e-7) across batch sizes
     torch.testing.assert_close(s.images, run.sample(3, seed=5, batch_size=3).images, atol=1e-5, rtol=0)
-    assert len(run.process.reverse_levels()) == run.process.num_levels
+    assert len(run.sampler.levels(run.process)) == run.process.num_levels
 
 
 def test_sample_set_applies_to_the_runs_that_have_the_key(compared, tmp_path):
-    """--sampling sampler=ddim changes DDPM's sampler only (IHDM has no such key); the report says so. The old flag
-    --sample-set (with the process. prefix) still works, hidden."""
+    """--sampling sampler=ddim changes DDPM's sampler only (IHDM's process exposes no Gaussian view); the report says
+    so. The old flag --sample-set (with the process. prefix) still works, hidden; the old key ddim_steps does not."""
     runs = compared / "runs"
     out = tmp_path / "ddim"
     r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics", "nll",
                             "--n", "2", "--out", str(out), "--grid", "2", "--sampling", "sampler=ddim",
-                            "--sample-set", "process.ddim_steps=4"])
+                            "--sample-set", "process.steps=4"])
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["sample_overrides"] == {"ihdm": {}, "ddpm": {"sampler": "ddim", "ddim_steps": 4}}
-    assert [row["sampling_steps"] for row in rep["rows"]] == [5, 4]
-    assert "Sampling settings changed for ddpm: ddim_steps=4, sampler=ddim." in (out / "report.md").read_text()
+    assert rep["sample_overrides"] == {"ihdm": {}, "ddpm": {"sampler": "ddim", "steps": 4}}
+    assert [row["sampling_calls"] for row in rep["rows"]] == [5, 4]
+    assert "Sampling settings changed for ddpm: steps=4, sampler=ddim." in (out / "report.md").read_text()
+    one_line_error(runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"),
+                                        "--out", str(tmp_path / "z"), "--sampling", "sampler=ddim",
+                                        "--sampling", "ddim_steps=4"]),
+                    "sampling setting 'ddim_steps' fits none of the runs", "steps")
     one_line_error(runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"),
                                         "--out", str(tmp_path / "y"), "--sampling", "process.K=3"]),
                     "sampling setting 'K' fits none of the runs")
 
 
 def test_sampling_overrides_on_a_loaded_run(compared):
-    """with_sampling changes only sampling-time keys (keywords, or KEY=VALUE strings); DDIM with all T steps uses the
-    same levels as ancestral sampling; a key that would change the trained model is one clear error."""
+    """with_sampling changes only sampling-time settings (keywords, or KEY=VALUE strings): the sampler and its
+    settings, or the process's keys; DDIM with all T steps uses the same levels as ancestral sampling; a key that would
+    change the trained model, an unknown sampler or one that cannot drive the process is one clear error."""
     ddpm = load(compared / "runs" / "ddpm")
-    ddim = ddpm.with_sampling(sampler="ddim", ddim_steps=20, eta=1.0)
-    assert ddim.net is ddpm.net and ddim.sampling == {"sampler": "ddim", "ddim_steps": 20, "eta": 1.0}
-    assert ddim.process.reverse_levels() == ddpm.process.reverse_levels() and ddim.process.cfg.sampler == "ddim"
-    assert ddpm.with_sampling(["process.ddim_steps=7", "sampler=ddim"]).process.reverse_levels() == [20, 17, 14, 10, 7, 4, 1]
-    assert ddpm.process.cfg.sampler == "ancestral" and ddpm.sampling == {}  # the original run is untouched
+    ddim = ddpm.with_sampling(sampler="ddim", steps=20, eta=1.0)
+    assert ddim.net is ddpm.net and ddim.sampling == {"sampler": "ddim", "steps": 20, "eta": 1.0}
+    assert ddim.sampler.levels(ddim.process) == ddpm.sampler.levels(ddpm.process) == list(range(20, 0, -1))
+    assert ddim.sampling_record()["sampler"] == "ddim" and ddim.sampling_record()["eta"] == 1.0
+    assert ddpm.with_sampling(["steps=7", "sampler=ddim"]).sampler.levels(ddpm.process) == [20, 17, 14, 10, 7, 4, 1]
+    assert ddim.with_sampling(eta=0.5).sampling_record()["steps"] == 20  # settings kept while the sampler stays
+    assert ddpm.sampling_record()["sampler"] == "ancestral" and ddpm.sampling == {}  # the original run is untouched
     for bad, needle in [({"T": 10}, "'T' is not a sampling-time setting"), (["train.lr=1"], "'train.lr' is not"),
-                        (["process.sampler"], "expects KEY=VALUE"), ({"sampler": "euler"}, "expected ancestral|ddim")]:
+                        (["process.sampler"], "expects KEY=VALUE"), ({"sampler": "euler"}, "unknown sampler 'euler'"),
+                        ({"sampler": "ddim", "ddim_steps": 5}, "'ddim_steps' is not"),
+                        ({"sampler": "ddim", "eta": -1}, "expected >= 0")]:
         with pytest.raises(GenprocError, match=needle):
             ddpm.with_sampling(bad)
-    with pytest.raises(GenprocError, match="sampling-time keys: delta, dct"):
+    with pytest.raises(GenprocError, match="samplers for IHDM: chain"):
         load(compared / "runs" / "ihdm").with_sampling(sampler="ddim")
 
 
@@ -230,16 +239,17 @@ def test_sample_and_evaluate_take_sampling_overrides(compared, tmp_path):
 
     run = compared / "runs" / "ddpm"
     r = runner.invoke(main_app, ["sample", str(run), "--n", "2", "--out", str(tmp_path / "s"), "--capture-every", "1",
-                                 "--set", "process.sampler=ddim", "--set", "process.ddim_steps=3"])
+                                 "--sampling", "sampler=ddim", "--sampling", "steps=3"])
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "s" / "samples.npz")["trajectory"].shape[0] == 4  # prior + 3 DDIM steps
     r = runner.invoke(main_app, ["evaluate", str(run), "--metrics", "nll", "--n", "2", "--sampling", "sampler=ddim",
-                                 "--sampling", "ddim_steps=3"])
+                                 "--sampling", "steps=3", "--sampling", "eta=0.5"])
     assert r.exit_code == 0, r.output
     path = Path(r.output.strip().splitlines()[-1].removeprefix("wrote "))
-    assert path.name.endswith("-samplerddim-ddim_steps3.json")  # does not overwrite the ancestral record
+    assert path.name.endswith("-ddim-nfe3-eta0.5.json")  # does not overwrite the ancestral record
     rec = json.loads(path.read_text())
-    assert rec["sampling_overrides"] == {"sampler": "ddim", "ddim_steps": 3} and rec["sampling"]["sampler"] == "ddim"
+    assert rec["sampling_overrides"] == {"sampler": "ddim", "steps": 3, "eta": 0.5}
+    assert rec["sampling"]["sampler"] == "ddim" and rec["sampling"]["calls"] == 3 and rec["sampling"]["clip"] == "clamp"
     r = runner.invoke(main_app, ["sample", str(run), "--sampling", "process.T=5"])
     one_line_error(r, "'T' is not a sampling-time setting")
 

@@ -22,6 +22,7 @@ import genproc
 from genproc.errors import GenprocError
 from genproc.processes import ForwardProcess, ProcessConfig, SampleRNG, build_process, lookup, register, registered
 from genproc.recipe import recipe_from_dict, recipe_to_yaml
+from genproc.samplers import supported
 
 
 # ------------------------------------------------------------------ a process defined outside genproc
@@ -126,8 +127,6 @@ def test_contract_members(name):
                                atol=1e-5, rtol=0)
     loss = proc.loss(target, target)
     assert loss.ndim == 0 and float(loss) == 0.0 and float(proc.loss(target + 1, target)) == pytest.approx(1.0)
-    levels = proc.reverse_levels()
-    assert levels[0] == K and min(levels) >= 1 and all(a > b for a, b in zip(levels, levels[1:]))
     data = recipe_from_dict(_recipe(name)).data
     from genproc.data import build_dataset
 
@@ -136,11 +135,10 @@ def test_contract_members(name):
     p2 = proc.prior(SampleRNG(3, [3, 4], 1), (1, 8, 8), train)
     assert p5.shape == (5, 1, 8, 8) and p5.dtype == torch.float32
     torch.testing.assert_close(p5[3:], p2)  # prior state i depends only on (seed, i)
-    x = proc.reverse_step(p5, torch.zeros_like(p5), levels[0], levels[1] if len(levels) > 1 else 0, torch.randn_like(p5))
-    assert x.shape == p5.shape and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert supported(proc), f"no sampler drives {name}"  # its own chain or a sampler view
     img = proc.to_image(p5 * 10)
     assert float(img.min()) >= 0 and float(img.max()) <= 1
-    assert set(proc.sampling_settings()) == set(type(r.process).SAMPLING_KEYS) and isinstance(proc.reverse_is_stochastic, bool)
+    assert set(proc.sampling_settings()) == set(type(r.process).SAMPLING_KEYS)
     elbo = proc.elbo(train, "cpu")
     if elbo is not None:
         terms = elbo.terms(lambda x, k: torch.zeros_like(x), x0, SampleRNG(0, range(6), 12))
@@ -160,6 +158,73 @@ def test_contract_members(name):
             t2 = proc.elbo(stored, "cpu").terms(lambda x, k: torch.zeros_like(x), x0, SampleRNG(0, range(6), 12))
             for key, v in terms.items():
                 torch.testing.assert_close(t2[key], v, rtol=1e-2, atol=1e-3)
+
+
+def _pairs() -> list[tuple[str, str]]:
+    return [(name, sampler) for name in ALL for sampler in supported(build_process(recipe_from_dict(_recipe(name)).process))]
+
+
+def test_every_process_has_its_samplers_and_only_those():
+    """The Gaussian diffusions get every Gaussian sampler and no chain of their own; the heat chains their own chain
+    and the heat-chain samplers; Fade, which exposes no view, its own chain only. A refused pair is one line naming
+    the samplers that process supports."""
+    pairs = _pairs()
+    by = {n: [s for m, s in pairs if m == n] for n in ALL}
+    assert {"ancestral", "ddim", "dpmpp_2m", "heun"} <= set(by["ddpm"]) and set(by["ddpm"]) == set(by["bdm"])
+    assert "chain" not in by["ddpm"] and by["fade"] == ["chain"] and by["ihdm"] == by["blur"]
+    assert by["ihdm"][0] == "chain" and not {"ancestral", "ddim", "dpmpp_2m", "heun"} & set(by["ihdm"])
+    from genproc.samplers import check
+
+    with pytest.raises(GenprocError, match="samplers for IHDM: chain"):
+        check(build_process(recipe_from_dict(_recipe("ihdm")).process), "dpmpp_2m")
+
+
+class _TinyNet(torch.nn.Module):
+    """An untrained, level-dependent network: enough to exercise a sampler's plumbing."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        torch.nn.init.normal_(self.conv.weight, std=0.2, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x, k):
+        return 0.1 * torch.tanh(self.conv(x)) * (1 + k.float().reshape(-1, 1, 1, 1) / 20)
+
+
+@pytest.mark.parametrize("name,sampler", _pairs())
+def test_every_process_with_every_sampler_it_supports(name, sampler):
+    """Every (process, supported sampler) pair through the one sampling driver: shapes and range, sample i
+    independent of the batch size, a deterministic sampler the same from the same prior state, the calls it states;
+    nothing is kept between chains (drawing twice gives the same)."""
+    from genproc.data import build_dataset
+    from genproc.engine.sampler import generate
+    from genproc.samplers import build_sampler, lookup
+
+    r = recipe_from_dict(_recipe(name))
+    proc = build_process(r.process)
+    steps = 3 if lookup(sampler).config_cls().steps is None and sampler != "chain" else None
+    smp = build_sampler(sampler, lookup(sampler).config_cls(steps=steps))
+    data = build_dataset(r.data, "train") if proc.needs_data_for_prior else None
+    net, calls = _TinyNet(), []
+
+    def counted(x, k):
+        calls.append(int(k[0]))
+        return net(x, k)
+
+    kw = dict(sampler=smp, shape=(1, 8, 8), data=data, seed=4, capture_every=-1)
+    a = generate(proc, counted, 5, batch_size=5, **kw).images
+    assert len(calls) == smp.calls(smp.levels(proc)) and max(calls) <= proc.num_levels and min(calls) >= 1
+    b = generate(proc, net, 5, batch_size=2, **kw).images
+    c = generate(proc, net, 2, start_index=3, **kw).images
+    assert a.shape == (5, 1, 8, 8) and a.dtype == torch.float32 and float(a.min()) >= 0 and float(a.max()) <= 1
+    # sample i depends only on (seed, i); blur's grouped conv rounds differently per batch size (~1e-6)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a[3:], c, atol=1e-5, rtol=0)
+    x = proc.prior(SampleRNG(4, [0, 0], 1), (1, 8, 8), data)  # one prior state twice, different noise streams
+    noise = SampleRNG(4, [0, 1], 2)
+    with torch.no_grad():
+        out = smp.run(proc, net, x, lambda j: noise.randn((1, 8, 8)), smp.levels(proc))  # the states, not clamped
+    assert torch.equal(out[0], out[1]) != smp.stochastic(proc)  # equal iff deterministic
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import make_sampler
 
 from genproc.engine import generate
 from genproc.processes.ddpm import DDPMConfig, DDPMProcess, beta_schedule
@@ -47,17 +48,18 @@ class _Oracle(torch.nn.Module):
         return (x - ab.sqrt() * self.x) / (1 - ab).sqrt()
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
-def test_oracle_reverse_recovers_the_data_point(sampler):
-    proc = DDPMProcess(DDPMConfig(T=100, sampler=sampler, ddim_steps=10, eta=0.5))
+@pytest.mark.parametrize("sampler,settings", [("ancestral", {}), ("ddim", {"steps": 10, "eta": 0.5}),
+                                              ("dpmpp_2m", {"steps": 10}), ("heun", {"steps": 6})])
+def test_oracle_reverse_recovers_the_data_point(sampler, settings):
+    proc = DDPMProcess(DDPMConfig(T=100))
     x_star = torch.rand(1, 1, 6, 6)
-    res = generate(proc, _Oracle(proc, x_star), 3, seed=0, shape=(1, 6, 6), capture_every=-1)
+    res = generate(proc, _Oracle(proc, x_star), 3, sampler=make_sampler(sampler, **settings), seed=0, shape=(1, 6, 6),
+                   capture_every=-1)
     torch.testing.assert_close(res.images, x_star.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
 
 
 def test_ddim_levels():
-    proc = DDPMProcess(DDPMConfig(T=1000, sampler="ddim", ddim_steps=50))
-    lv = proc.reverse_levels()
+    lv = make_sampler("ddim", steps=50).levels(DDPMProcess(DDPMConfig(T=1000)))
     assert lv[0] == 1000 and lv[-1] == 1 and len(lv) == 50 and lv == sorted(lv, reverse=True)
 
 

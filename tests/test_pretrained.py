@@ -46,7 +46,7 @@ def test_a_released_model_samples_without_data(name, no_data):
     assert meta["release"]["weights"] == "ema" and meta["recipe"]["data"]["root"] is None
     run = genproc.load(PRETRAINED / name)
     if "sampler" in type(run.recipe.process).SAMPLING_KEYS:
-        run = run.with_sampling(sampler="ddim", ddim_steps=5)  # a short chain: the test checks loading, not quality
+        run = run.with_sampling(sampler="ddim", steps=5)  # a short chain: the test checks loading, not quality
     images = run.sample(2, seed=0).images
     assert images.shape == (2, *run.image_shape) and torch.isfinite(images).all()
     assert float(images.std()) > 0.05  # not a blank image

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
-from conftest import one_line_error
+from conftest import make_sampler, one_line_error
 from typer.testing import CliRunner
 
 from genproc.cli import app
@@ -95,7 +95,7 @@ def test_observe_in_closed_form():
     assert ddpm.observe(y, zero, torch.full((3,), 0.05), 1, eps) is None
     assert ddpm.level_noise_std(40) == pytest.approx(math.sqrt((1 - ab) / ab) / 2)
     bdm = BDMProcess(BDMConfig(T=50, sigma_blur_max=0.0))
-    a, sg = float(bdm.a[20]), float(bdm.sigma[20])
+    a, sg = float(bdm.a[20]), float(bdm.sigmas[20])
     torch.testing.assert_close(bdm.observe(y, zero, torch.full((3,), 0.01), 20, eps),
                                a * (2 * y - 1) + math.sqrt(sg**2 - 4 * a**2 * 0.01**2) * eps)
 
@@ -119,7 +119,7 @@ def test_an_oracle_chain_restores_its_image_from_the_estimated_level():
     x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     y = p.blur(x, 7)
     run = SimpleNamespace(process=p, net=_Oracle(p, x), image_shape=(1, 16, 16), device=torch.device("cpu"),
-                          recipe=SimpleNamespace(train=SimpleNamespace(precision="fp32")))
+                          recipe=SimpleNamespace(train=SimpleNamespace(precision="fp32")), sampler=make_sampler("chain"))
     power = mean_power(torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(2)))
     res = restore(run, y, power=power, noise=0.0)
     assert int(res.levels[0]) == 7

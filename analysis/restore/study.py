@@ -98,7 +98,7 @@ def main() -> None:
     ihdm = load(args.ihdm, data_root=args.data_root)
     det = ihdm.with_sampling(delta=0.0)
     # SDEdit with DDIM-50 levels (at most 50 network calls from any start level, like IHDM's K = 50)
-    ddpm = load(args.ddpm, data_root=args.data_root).with_sampling(sampler="ddim", ddim_steps=50) if args.ddpm else None
+    ddpm = load(args.ddpm, data_root=args.data_root).with_sampling(sampler="ddim", steps=50) if args.ddpm else None
     power = reference_power(ihdm)
     test = build_dataset(ihdm.recipe.data, "test", args.data_root)
     x = test.get_batch(torch.arange(args.n))

@@ -75,8 +75,8 @@ def reverse_chain(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor
                   batch_size: int = 64) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run the process's reverse chain from the prior state ``x`` (N, C, H, W) with the given noise.
 
-    ``noise(j)`` returns the (N, C, H, W) standard-normal noise of step j (0-based over
-    ``run.process.reverse_levels()``); this is what interpolation and shared-noise studies control.
+    ``noise(j)`` returns the (N, C, H, W) standard-normal noise of the chain's j-th draw (one per step for the
+    one-call samplers of ``run.sampler``); this is what interpolation and shared-noise studies control.
     Returns the final images in [0, 1] and, if ``capture``, the list of every state as images
     (prior first). Batched by ``batch_size`` over N (results do not depend on it).
     """
@@ -95,7 +95,7 @@ def _chain_batch(run: Any, x: torch.Tensor, noise: Callable[[int], torch.Tensor]
     """One batch of :func:`reverse_chain`: (final images (B, C, H, W), [every state as images] if ``capture``), on CPU."""
     from genproc.engine.sampler import chain_with_frames
 
-    final, frames, _ = chain_with_frames(run.process, run.net, x, noise, 1 if capture else 0, device=run.device,
+    final, frames, _ = chain_with_frames(run.process, run.sampler, run.net, x, noise, 1 if capture else 0, device=run.device,
                                          precision=run.recipe.train.precision)
     return final, frames
 

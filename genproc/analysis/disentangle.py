@@ -139,14 +139,14 @@ def compute_disentangle(run: Any, rows: int = 6, cols: int = 6, seed: int = 0, *
 
     Returns {"shared_noise": {"grid": (rows, cols, C, H, W), "priors": (rows, C, H, W), "stats": dict},
     "shared_prior": {"grid": (rows, cols, C, H, W), "prior": (C, H, W), "stats": dict},
-    "noise_used": bool (``process.reverse_is_stochastic``)}; images in [0, 1]. How much the prior keeps (for IHDM,
+    "noise_used": bool (``run.sampler.stochastic(run.process)``)}; images in [0, 1]. How much the prior keeps (for IHDM,
     sigma_B,max against the image size) is read from the process config and image shape that :func:`run_info` records.
     """
     grid, priors = shared_noise_grid(run, rows, cols, seed, batch_size)
     pgrid, prior = shared_prior_grid(run, rows, cols, seed, batch_size)
     return {"shared_noise": {"grid": grid, "priors": priors, "stats": shared_noise_stats(grid)},
             "shared_prior": {"grid": pgrid, "prior": prior, "stats": shared_prior_stats(pgrid)},
-            "noise_used": run.process.reverse_is_stochastic}
+            "noise_used": run.sampler.stochastic(run.process)}
 
 
 def _beside(left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -8,9 +8,10 @@ are wider and more irregular. Conventions (also in ``gradients.json`` under ``"s
   (IHDM: F(t_k) x0 + sigma eps in [0, 1] units; DDPM: sqrt(ab) (2 x0 - 1) + sqrt(1 - ab) eps), exactly at its level and
   cheap (no sampling). Gradients in fp32, eval mode.
 - **Quantity** (``quantity``): ``"step"`` (the default) differentiates each model's one-step estimate of the state
-  one level less blurred / noisy, ``process.reverse_step(x, net(x, k), k, k - 1, 0)`` with no noise (IHDM: the mean
-  x + f(x, k) of Eq. 8; DDPM: the posterior mean from ε̂; BDM: its per-frequency posterior mean), the same kind of
-  quantity for every process; ``"output"`` differentiates the raw network output (IHDM's residual f, DDPM's ε̂), which
+  one level less blurred / noisy: the step of the run's sampler from k to k - 1 with no noise
+  (:func:`genproc.samplers.base.first_step`; IHDM: the mean x + f(x, k) of Eq. 8; DDPM: the posterior mean from ε̂;
+  BDM: its per-frequency posterior mean; with the sampler's x̂₀ clip, ``--sampling clip=none`` for the plain mean),
+  the same kind of quantity for every process; ``"output"`` differentiates the raw network output (IHDM's residual f, DDPM's ε̂), which
   is not comparable across parametrisations: ε̂ carries an identity-like term (at t = 900 half a DDPM map's mass sits
   on the pixel itself).
 - **Centre** (``exclude_centre``, default True): the radii leave out the output pixel's own position (all channels), as
@@ -72,7 +73,7 @@ QUANTITIES = ("step", "output")
 
 def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel], quantity: str = "output") -> torch.Tensor:
     """Gradients of the network output (``quantity="output"``), or of the noise-free reverse step from level k to
-    k - 1 built on it (``"step"``: ``run.process.reverse_step(x, net(x, k), k, k - 1, 0)``), at each pixel (c, i, j)
+    k - 1 built on it (``"step"``: the run's sampler's noise-free step from k to k - 1), at each pixel (c, i, j)
     w.r.t. the state ``x`` at level ``k``.
 
     run: anything with ``.net(x, k)`` (x (N, C, H, W), k (N,) int64) and ``.device`` (and ``.process`` for "step");
@@ -92,9 +93,12 @@ def input_gradients(run: Any, x: torch.Tensor, k: int, pixels: Sequence[Pixel], 
     kk = torch.full((n,), int(k), dtype=torch.long, device=device)
     grads = []
     with torch.enable_grad():
-        out = run.net(xx, kk).float()
         if quantity == "step":
-            out = run.process.reverse_step(xx, out, int(k), int(k) - 1, torch.zeros_like(xx)).float()
+            from genproc.samplers.base import first_step
+
+            out = first_step(run.sampler, run.process, lambda y, kk: run.net(y, kk).float(), xx, int(k), int(k) - 1)
+        else:
+            out = run.net(xx, kk).float()
         for idx, (pc, pi, pj) in enumerate(pixels):
             (g,) = torch.autograd.grad(out[:, pc, pi, pj].sum(), xx, retain_graph=idx < len(pixels) - 1)
             grads.append(g.detach().cpu())
@@ -383,7 +387,7 @@ def analyze_gradients(runs: Sequence[Any], out: str | Path, *, n: int = 16, seed
                "settings": {"n": n, "seed": seed, "fractions": list(fractions), "masses": list(MASSES),
                             "linthresh_rel": LINTHRESH_REL,
                             "state": "forward-process state u_k = forward_marginal(x0, k, eps) of the first n training images",
-                            "quantity": quantity + (": the noise-free reverse step reverse_step(u_k, net(u_k, k), k, k - 1, 0)"
+                            "quantity": quantity + (": the noise-free reverse step of the run's sampler from u_k to level k - 1"
                                                     if quantity == "step" else ": the raw network output net(u_k, k)"),
                             "exclude_centre": exclude_centre,
                             "levels": "k = round(fraction * K), K = the process's number of levels (IHDM K, DDPM T); "

@@ -14,7 +14,7 @@ interpolating both:
 - DDPM: the Gaussian prior x_T is interpolated spherically too (a linear mix of two N(0, I) draws has a
   too-small norm half-way, an atypical x_T), and so is every ancestral step's noise. With DDIM and
   eta = 0 the noise is not used and only x_T matters (``noise_used`` is False in the results:
-  ``process.reverse_is_stochastic``).
+  ``run.sampler.stochastic(run.process)``).
 
 Which interpolation the prior gets follows from the contract: a prior drawn from the (blurred) training data
 (``process.needs_data_for_prior``, a KDE) is interpolated linearly, any other (a Gaussian) spherically.
@@ -230,7 +230,7 @@ def compute_interpolation(run: Any, pairs: int = 16, frames: int = 11, seed: int
     return {"frames": imgs, "lambdas": torch.linspace(0.0, 1.0, frames).tolist(),
             "endpoint_samples": [[2 * p, 2 * p + 1] for p in range(pairs)],
             "prior_interpolation": prior_interpolation(run.process), "noise_interpolation": "slerp",
-            "noise_used": run.process.reverse_is_stochastic, "lowpass_sigma": sigma,
+            "noise_used": run.sampler.stochastic(run.process), "lowpass_sigma": sigma,
             "per_pair": {k: v.tolist() for k, v in per_pair.items()},
             "aggregates": {k: aggregate(v, seed) for k, v in per_pair.items()}}
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -188,10 +187,14 @@ def generative_psds(run: Any, n: int = 64, seed: int = 0, levels: int = 8, batch
     each frame (prior first, 0 = final), "steps": [F] reverse steps done, "relative": (F,) level / K, "freqs": (B,),
     "psd": (F, B), "alpha": power-law exponent of the final samples}.
     """
-    steps_total = len(run.process.reverse_levels())
+    from genproc.engine.sampler import generate
+
+    sampler = run.sampler
+    steps_total = len(sampler.levels(run.process))
     every = max(1, steps_total // max(1, levels))
-    run.prior_data()  # load the training set once, so the copy below shares it
-    res = replace(run, process=_DataScale(run.process)).sample(n, seed=seed, capture_every=every, batch_size=batch_size)
+    res = generate(_DataScale(run.process), run.net, n, sampler=sampler, shape=run.image_shape, data=run.prior_data(),
+                   seed=seed, batch_size=batch_size, capture_every=every, device=run.device,
+                   precision=run.recipe.train.precision)
     traj = res.trajectory  # (F, n, C, H, W)
     freqs, rows = None, []
     for frame in traj:

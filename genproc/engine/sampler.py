@@ -1,4 +1,4 @@
-"""The one sampler: prior -> reverse steps -> images, for any process.
+"""The one sampling driver: prior -> a sampler's chain (:mod:`genproc.samplers`) -> images, for any process and sampler.
 
 Randomness is per sample (``SampleRNG``): sample i depends only on (seed, i), not on
 the batch size, so the same seed gives the same images in any batching, and the samples split across DDP ranks
@@ -21,6 +21,7 @@ from genproc.engine.distributed import DistInfo, gather_rows, shard
 from genproc.engine.media import save_gif, save_grid, save_pngs
 from genproc.processes import ForwardProcess, Net, SampleRNG
 from genproc.progress import counter
+from genproc.samplers import Sampler, for_process
 
 INIT_STREAM, NOISE_STREAM = 1, 2
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,28 +73,29 @@ def auto_capture_every(num_steps: int, frames: int = 20) -> int:
     return max(1, num_steps // frames)
 
 
+def autocast_net(net: Net, device: torch.device, precision: str) -> Net:
+    """``net`` called under ``precision``'s autocast, its output float32: what samplers call."""
+    def wrapped(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            return net(x, k).float()
+    return wrapped
+
+
 @torch.no_grad()
-def run_chain(process: ForwardProcess, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], *,
+def run_chain(process: ForwardProcess, sampler: Sampler, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], *,
               device: torch.device | str = "cpu", precision: str = "fp32",
               on_step: Callable[[int, int, torch.Tensor], Any] | None = None,
               levels: list[int] | None = None) -> torch.Tensor:
-    """The reverse chain from the prior state ``x`` (B, C, H, W, on ``device``) over ``process.reverse_levels()``
-    (or ``levels``, decreasing, e.g. a chain started part-way by restoration).
+    """The sampler's chain from the state ``x`` (B, C, H, W, on ``device``) at level ``levels[0]`` (default:
+    ``sampler.levels(process)``, from the top level; restoration starts part-way) to level 0.
 
-    ``noise(j)`` gives the standard-normal noise of step j (0-based), shaped like ``x``; ``on_step(j, k_next, x)``
-    sees the state after each step. Returns the final model state (not yet ``process.to_image``).
+    ``noise(j)`` gives the chain's j-th standard-normal draw, shaped like ``x``; ``on_step(j, level, x)`` sees the state
+    after each step. Returns the final model state (not yet ``process.to_image``).
     """
     device = torch.device(device)
-    levels = process.reverse_levels() if levels is None else levels
-    for j, k in enumerate(levels):
-        kk = torch.full((x.shape[0],), k, dtype=torch.long, device=device)
-        with autocast(device, precision):
-            out = net(x, kk)
-        k_next = levels[j + 1] if j + 1 < len(levels) else 0
-        x = process.reverse_step(x, out.float(), k, k_next, noise(j).to(device))
-        if on_step is not None:
-            on_step(j, k_next, x)
-    return x
+    levels = sampler.levels(process) if levels is None else levels
+    return sampler.run(process, autocast_net(net, device, precision), x.to(device), lambda j: noise(j).to(device),
+                       levels, on_step)
 
 
 @torch.no_grad()
@@ -102,6 +104,7 @@ def generate(
     net: Net,
     n: int,
     *,
+    sampler: Sampler | None = None,
     shape: tuple[int, int, int],
     data: Any = None,
     seed: int = 0,
@@ -115,8 +118,9 @@ def generate(
     start_index: int = 0,
     info: DistInfo | None = None,
 ) -> SampleResult:
-    """Draw ``n`` samples, indices ``start_index .. start_index + n - 1``. ``net(x, k)`` is called with x (B, C, H, W)
-    and k (B,) int64.
+    """Draw ``n`` samples, indices ``start_index .. start_index + n - 1``, with ``sampler``'s chain (default: the
+    process's default sampler, :func:`genproc.samplers.for_process`). ``net(x, k)`` is called with x (B, C, H, W) and
+    k (B,) int64.
 
     same_init: every sample starts from sample ``start_index``'s prior state; share_noise: every sample uses its step
     noise. capture_every = m keeps every m-th state (0: ~20 frames, negative: none). ``shape``: (C, H, W) of one
@@ -126,7 +130,8 @@ def generate(
     """
     device = torch.device(device)
     info = info or DistInfo()
-    levels = process.reverse_levels()
+    sampler = sampler if sampler is not None else for_process(process)
+    levels = sampler.levels(process)
     m = auto_capture_every(len(levels)) if capture_every == 0 else capture_every
     part = shard(n, info)
     images, trajs = [], []
@@ -136,7 +141,7 @@ def generate(
         init = SampleRNG(seed, [start_index if same_init else i for i in idx], INIT_STREAM, device)
         noise = SampleRNG(seed, [start_index if share_noise else i for i in idx], NOISE_STREAM, device)
         x = process.prior(init, shape, data).to(device)  # (B, C, H, W)
-        final, frames, _ = chain_with_frames(process, net, x, lambda j, rng=noise: rng.randn(tuple(shape)), m,
+        final, frames, _ = chain_with_frames(process, sampler, net, x, lambda j, rng=noise: rng.randn(tuple(shape)), m,
                                              device=device, precision=precision)
         images.append(final)
         bar.update(len(idx))
@@ -161,20 +166,21 @@ def captured_levels(levels: list[int], m: int) -> list[int]:
     return [levels[0]] + [nxt[j] for j in range(len(levels)) if (j + 1) % m == 0 or j == len(levels) - 1]
 
 
-def chain_with_frames(process: ForwardProcess, net: Net, x: torch.Tensor, noise: Callable[[int], torch.Tensor], m: int, *,
-                      device: torch.device | str = "cpu",
+def chain_with_frames(process: ForwardProcess, sampler: Sampler, net: Net, x: torch.Tensor,
+                      noise: Callable[[int], torch.Tensor], m: int, *, device: torch.device | str = "cpu",
                       precision: str = "fp32") -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
     """:func:`run_chain` from the prior state x (B, C, H, W) keeping, for m > 0, the prior, every m-th state and the
     last as images. Returns (final images (B, C, H, W) in [0, 1], frames (each (B, C, H, W)), the level of each frame),
     all on the CPU."""
-    levels = process.reverse_levels()
+    levels = sampler.levels(process)
     frames = [process.to_image(x).cpu()] if m > 0 else []
 
     def on_step(j: int, k_next: int, state: torch.Tensor) -> None:
         if m > 0 and ((j + 1) % m == 0 or j == len(levels) - 1):
             frames.append(process.to_image(state).cpu())
 
-    x = run_chain(process, net, x.to(device), noise, device=device, precision=precision, on_step=on_step)
+    x = run_chain(process, sampler, net, x.to(device), noise, device=device, precision=precision, on_step=on_step,
+                  levels=levels)
     return process.to_image(x).cpu(), frames, captured_levels(levels, m)
 
 

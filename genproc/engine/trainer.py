@@ -37,6 +37,7 @@ from genproc.processes import ForwardProcess, build_process
 from genproc.processes.dct import mean_power
 from genproc.progress import counter
 from genproc.recipe import Recipe, recipe_from_dict, recipe_to_yaml
+from genproc.samplers import for_process
 from genproc.seeding import derive_seed
 
 # Recipe keys that may change when a run is resumed (everything else must match).
@@ -317,7 +318,8 @@ class Trainer:
         the DDP ranks (:func:`generate`'s ``info``), rank 0 writes them."""
         r, d = self.recipe, self.recipe.data
         self.ema.module.eval()
-        res = generate(self.process, self.ema.module, r.sample.n, shape=(d.channels, *d.image_hw),
+        res = generate(self.process, self.ema.module, r.sample.n, sampler=for_process(self.process, r.sampler),
+                       shape=(d.channels, *d.image_hw),
                        data=self.prior_data(), seed=r.seed,
                        batch_size=r.sample.batch_size, capture_every=r.sample.capture_every, device=self.device,
                        precision=r.train.precision, info=self.info)

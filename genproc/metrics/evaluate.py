@@ -92,14 +92,17 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
              split: str = "test", n_ref: int | None = None, seed: int = 0, batch_size: int = 64,
              checkpoint: str | None = None, data_root: str | None = None, inception_weights: str | Path | None = None,
              extractor: str = INCEPTION, cache_dir: str | Path | None = None, progress: bool = False,
-             log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
-    """Evaluate a run; returns one record per metric, each also written to ``<run_dir>/eval/<name>.json``.
+             log: Callable[[str], Any] = print, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Evaluate a run; returns one record per metric, each also written to ``<out_dir>/<name>.json`` (default
+    ``out_dir``: ``<run_dir>/eval``).
 
     fid / kid / prc: ``n`` samples vs the ``split`` images (first ``n_ref``; default all) via
     torch-fidelity. nll: bits/dim upper bound on the first ``n`` ``split`` images.
     ``run_dir`` may also be a run already loaded by :func:`genproc.load` (``checkpoint`` is then ignored), e.g.
-    ``run.with_sampling(delta=0.02)`` to evaluate under other sampling-time settings; every record states the
-    process's sampling settings (``sampling``) and which of them differ from the trained recipe (``sampling_overrides``).
+    ``run.with_sampling(delta=0.02)`` to evaluate under other sampling-time settings; every record states how
+    samples were drawn (``sampling``: the process's sampling keys, the sampler, its settings and its network calls per
+    image, :meth:`LoadedRun.sampling_record`) and which settings differ from the trained recipe (``sampling_overrides``);
+    the file name says the sampler and its calls.
     Under ``torchrun`` the samples, their features and the NLL images are split across the ranks (a collective: every
     rank calls it and gets the records; rank 0 logs and writes the JSON), with the single-process result.
     """
@@ -113,16 +116,18 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     fid_set = {m for m in names if m in FIDELITY_METRICS}
     weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
     data = build_dataset(run.recipe.data, split, data_root)
-    out_dir = Path(run_dir) / "eval"
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    stag = "".join(f"-{k}{v}" for k, v in run.sampling.items())
+    how = run.sampling_record()  # the process's sampling keys, the sampler, its settings and its network calls
+    stag = f"-{how['sampler']}-nfe{how['calls']}" + "".join(f"-{k}{v}" for k, v in run.sampling.items()
+                                                          if k not in ("sampler", "steps"))
 
     def save(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write each record as soon as its metric is done, so a later failure or Ctrl-C loses nothing."""
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         for r in recs:
-            r.update(process=run.process_name, sampling=run.process.sampling_settings(), seed=seed,
+            r.update(process=run.process_name, sampling=how, seed=seed,
                      sampling_overrides=dict(run.sampling), checkpoint_step=run.step, checkpoint=str(run.checkpoint),
                      genproc_version=__version__, created=now, run_dir=str(run_dir), ranks=info.world_size)
             path = out_dir / f"{r['metric']}-step{run.step:08d}-{split}-n{n}-seed{seed}{stag}.json"

@@ -29,11 +29,6 @@ from genproc.processes.rng import SampleRNG
 Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # net(x: (B, C, H, W), k: (B,) int64) -> (B, C, H, W)
 
 
-def evenly_spaced_levels(num_levels: int, steps: int) -> list[int]:
-    """``steps`` levels evenly spaced from ``num_levels`` down to 1 (rounded, repeats dropped): a DDIM schedule."""
-    return torch.linspace(num_levels, 1, steps).round().long().unique_consecutive().tolist()
-
-
 @dataclass
 class ProcessConfig:
     """Base of every process config (a dataclass: each field is a recipe key under ``process:``).
@@ -126,22 +121,29 @@ class ForwardProcess(abc.ABC):
         :meth:`prior_state`'s tensors."""
         raise GenprocError(f"process {self.label} stores no prior state")
 
-    @abc.abstractmethod
+    # -- the process's own reverse chain (optional: a process exposing a sampler view, genproc.processes.views, gets
+    #    its chains from genproc.samplers instead; one defining these is sampled by the generic ``chain`` sampler)
     def reverse_levels(self) -> list[int]:
-        """The reverse schedule: the levels the sampler visits, decreasing, first = num_levels, all >= 1."""
+        """The own chain's schedule: the levels it visits, decreasing, first = num_levels, all >= 1."""
+        return list(range(self.num_levels, 0, -1))
 
-    @abc.abstractmethod
     def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
                      noise: torch.Tensor) -> torch.Tensor:
-        """One step of the learned reverse chain from level k to k_next < k (the next entry of
-        :meth:`reverse_levels`, 0 after the last); IHDM Eq. 8 / Alg. 2: x + f(x, k) + delta eps, DDPM Ho et al.
-        Eq. 11 or DDIM (Song et al. Eq. 12). x, net_out, noise: (B, C, H, W); noise ~ N(0, I).
-        Returns the state at k_next (B, C, H, W) float32."""
+        """One step of the process's own learned reverse chain from level k to k_next < k (the next entry of
+        :meth:`reverse_levels`, 0 after the last); IHDM Eq. 8 / Alg. 2: x + f(x, k) + delta eps.
+        x, net_out, noise: (B, C, H, W); noise ~ N(0, I). Returns the state at k_next (B, C, H, W) float32."""
+        raise GenprocError(f"process {self.label} defines no reverse step of its own; sample it with a sampler of "
+                           f"genproc.samplers over the view it exposes")
 
     @property
     def reverse_is_stochastic(self) -> bool:
         """Whether :meth:`reverse_step` uses its ``noise`` (False: a deterministic chain given the prior state)."""
         return True
+
+    @property
+    def has_own_chain(self) -> bool:
+        """Whether the process defines its own :meth:`reverse_step` (the generic ``chain`` sampler needs it)."""
+        return type(self).reverse_step is not ForwardProcess.reverse_step
 
     @abc.abstractmethod
     def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,15 +22,10 @@ error of that target, averaged over pixels; the DCT is orthonormal, so it is the
 
 ε-prediction multiplies the network's error by σ_t / α_t in û_x, which reaches 10³ at the dissipation floor d_min
 (``docs/bdm_mnist_small``); with v the error in û_x is at most the error in v̂, at every frequency and level.
-The reverse chain uses, per frequency, the Gaussian posterior q(u_s | u_t, x̂) with α_ts = α_t / α_s,
-σ²_ts = σ_t² - α_ts² σ_s²:
-
-    σ²_{t→s} = 1 / (1 / σ_s² + α_ts² / σ²_ts),   μ_{t→s} = σ²_{t→s} (α_ts / σ²_ts u_t + α_s / σ_s² û_x),
-    û_x = (u_t - σ_t û_ε) / α_t,
-
-with the denominators clipped at ``DELTA`` (the paper's pseudocode); the step into level 0 returns x̂ itself.
-``sampler: ddim`` visits ``ddim_steps`` levels with the per-frequency DDIM update (as gDDIM did for BDM):
-u_s = α_s û_x + √(σ_s² - c²) û_ε + c ε', c = η σ_{t→s} (η = 1: the ancestral posterior's mean and variance).
+The process exposes the Gaussian view (:class:`~genproc.processes.views.GaussianView`: the DCT basis, α per frequency,
+σ isotropic), so every Gaussian sampler of :mod:`genproc.samplers` drives it per frequency: the ancestral chain through
+the per-frequency posterior q(u_s | u_t, x̂) (:meth:`GaussianView.posterior`, denominators clipped at ``DELTA`` as in
+the paper's pseudocode), DDIM per frequency (as gDDIM did for BDM), DPM-Solver++ and Heun per coordinate.
 
 The schedule, the posterior and the pseudocode follow the paper's Sec. 3-4 and appendix as summarised in genproc's
 issue 12; the paper's full text was not available offline in the session that wrote this module, so the published
@@ -47,13 +42,13 @@ from typing import Any, ClassVar
 import torch
 
 from genproc.errors import GenprocError
-from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
+from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
 from genproc.processes.dct import METHODS as DCT_METHODS
 from genproc.processes.dct import dct2, heat_forward, idct2, laplacian_eigenvalues, noise_left
 from genproc.processes.rng import SampleRNG
+from genproc.processes.views import GaussianView
 
 PREDICTIONS = ("eps", "x", "v")
-DELTA = 1e-8  # clip of the posterior's denominators (variances), as in the paper's pseudocode
 
 
 @dataclass
@@ -63,12 +58,9 @@ class BDMConfig(ProcessConfig):
     min_scale: float = 0.001  # d_min: the dissipation never removes a frequency entirely
     logsnr_min: float = -10.0  # log-SNR at t = 1
     logsnr_max: float = 10.0  # log-SNR at t -> 0
-    sampler: str = "ancestral"  # ancestral | ddim
-    ddim_steps: int = 50  # levels visited by DDIM
-    eta: float = 0.0  # DDIM stochasticity (0: deterministic, 1: the ancestral posterior's variance)
     dct: str = "auto"  # auto | matmul | fft | scipy (genproc.processes.dct)
     prediction: str = "eps"  # eps | x | v: the network's target (a training-time choice)
-    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "dct")
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("dct",)
 
     def validate(self) -> None:
         if self.T < 1:
@@ -79,12 +71,6 @@ class BDMConfig(ProcessConfig):
         if not self.logsnr_min < self.logsnr_max:
             raise GenprocError(f"recipe fields 'process.logsnr_min' < 'process.logsnr_max' expected, "
                                f"got {self.logsnr_min}, {self.logsnr_max}")
-        if self.sampler not in ("ancestral", "ddim"):
-            raise GenprocError(f"recipe field 'process.sampler': expected ancestral|ddim, got {self.sampler!r}")
-        if self.sampler == "ddim" and not 1 <= self.ddim_steps <= self.T:
-            raise GenprocError(f"recipe field 'process.ddim_steps': expected 1..T={self.T}, got {self.ddim_steps}")
-        if self.eta < 0:
-            raise GenprocError(f"recipe field 'process.eta': expected >= 0, got {self.eta}")
         if self.prediction not in PREDICTIONS:
             raise GenprocError(f"recipe field 'process.prediction': expected {'|'.join(PREDICTIONS)}, got {self.prediction!r}")
         if self.dct not in DCT_METHODS:
@@ -103,7 +89,7 @@ def blur_sigma(t: torch.Tensor, sigma_blur_max: float) -> torch.Tensor:
     return sigma_blur_max * torch.sin(0.5 * math.pi * t.double()) ** 2
 
 
-class BDMProcess(ForwardProcess):
+class BDMProcess(GaussianView, ForwardProcess):
     """Every tensor is (N, C, H, W) float32; the state z is in [-1, 1]-ish pixel units."""
 
     label = "BDM"
@@ -114,8 +100,8 @@ class BDMProcess(ForwardProcess):
         t = torch.arange(cfg.T + 1, dtype=torch.float64) / cfg.T  # (T+1,), t_k = k / T
         logsnr = logsnr_cosine(t, cfg.logsnr_min, cfg.logsnr_max)
         self.a = torch.sigmoid(logsnr).sqrt()  # (T+1,) the noise schedule's signal scale
-        self.sigma = torch.sigmoid(-logsnr).sqrt()  # (T+1,) the noise std
-        self.a[0], self.sigma[0] = 1.0, 0.0  # level 0 is the data
+        self.sigmas = torch.sigmoid(-logsnr).sqrt()  # (T+1,) the noise std
+        self.a[0], self.sigmas[0] = 1.0, 0.0  # level 0 is the data
         self.tau = blur_sigma(t, cfg.sigma_blur_max) ** 2 / 2  # (T+1,) dissipation time, tau_0 = 0
 
     # -- the schedule
@@ -129,30 +115,18 @@ class BDMProcess(ForwardProcess):
         d = (1 - self.cfg.min_scale) * torch.exp(-lam * tau) + self.cfg.min_scale
         return a * d
 
-    def sigma_of(self, k: torch.Tensor | int, device: torch.device | str = "cpu") -> torch.Tensor:
+    def sigma(self, k: torch.Tensor | int, device: torch.device | str = "cpu") -> torch.Tensor:
         """σ_k, float64: a scalar tensor for an int k, (B, 1, 1, 1) for levels k: (B,)."""
         k = torch.as_tensor(k).cpu()
-        s = self.sigma[k].to(device)
+        s = self.sigmas[k].to(device)
         return s[:, None, None, None] if k.ndim else s
-
-    def posterior(self, k: torch.Tensor | int, s: torch.Tensor | int, hw: tuple[int, int],
-                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-frequency coefficients of q(u_s | u_t, x) for levels s < k: (c_t, c_x, var) with mean = c_t u_t + c_x u_x
-        and variance var (the paper's denoising step, denominators clipped at DELTA); float64, (H, W) for int levels,
-        (B, 1, H, W) for levels (B,)."""
-        a_t, a_s = self.alpha(k, hw, device), self.alpha(s, hw, device)
-        s2_t, s2_s = self.sigma_of(k, device) ** 2, (self.sigma_of(s, device) ** 2).clamp_min(DELTA)
-        a_ts = a_t / a_s
-        s2_ts = (s2_t - a_ts**2 * s2_s).clamp_min(DELTA)
-        var = 1.0 / (1.0 / s2_s + a_ts**2 / s2_ts)
-        return var * a_ts / s2_ts, var * a_s / s2_s, var
 
     # -- training
     def forward_marginal(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """z_k = V(α_k ⊙ Vᵀ x) + σ_k ε with x = 2 x0 - 1 (level 0: x)."""
         hw = tuple(x0.shape[-2:])
         u = dct2(2 * x0 - 1, self.cfg.dct)
-        return idct2((self.alpha(k, hw, x0.device) * u.double()).float(), self.cfg.dct) + self.sigma_of(k, x0.device).float() * eps
+        return idct2((self.alpha(k, hw, x0.device) * u.double()).float(), self.cfg.dct) + self.sigma(k, x0.device).float() * eps
 
     def training_pair(self, x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input z_k (:meth:`forward_marginal`), target ε, x = 2 x0 - 1 or V v (``prediction``)."""
@@ -168,7 +142,7 @@ class BDMProcess(ForwardProcess):
 
     def _unit_scales(self, k: torch.Tensor | int, hw: tuple[int, int], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """(ᾱ, σ̄) = (α_k, σ_k) / √(α_k² + σ_k²) per frequency, float64 (the v-parametrisation's rotation)."""
-        a, s = self.alpha(k, hw, device), self.sigma_of(k, device)
+        a, s = self.alpha(k, hw, device), self.sigma(k, device)
         r = (a**2 + s**2).sqrt()
         return a / r, s / r
 
@@ -177,18 +151,19 @@ class BDMProcess(ForwardProcess):
         """z_T ~ N(0, I) (at t = 1, α_1 <= a_1 = √sigmoid(logsnr_min) ≈ 0.0067)."""
         return rng.randn(tuple(shape))
 
-    def reverse_levels(self) -> list[int]:
-        """Ancestral: T, ..., 1. DDIM: ``ddim_steps`` evenly spaced levels from T down to 1."""
-        if self.cfg.sampler == "ancestral":
-            return list(range(self.num_levels, 0, -1))
-        return evenly_spaced_levels(self.num_levels, self.cfg.ddim_steps)
+    # -- the Gaussian view: the DCT basis, α per frequency, σ isotropic
+    def to_basis(self, x: torch.Tensor) -> torch.Tensor:
+        return dct2(x.float(), self.cfg.dct).double()
 
-    def predict(self, u_t: torch.Tensor, u_out: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def from_basis(self, u: torch.Tensor) -> torch.Tensor:
+        return idct2(u.float(), self.cfg.dct)
+
+    def split(self, u_t: torch.Tensor, u_out: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
         """(û_x, û_ε) in the frequency basis (float64) from the state u_t and the network's output u_out (both DCT
         coefficients, (B, C, H, W)) at level k >= 1 (int or (B,)), for the config's ``prediction``."""
         hw, dev = tuple(u_t.shape[-2:]), u_t.device
         u_t, u_out = u_t.double(), u_out.double()
-        a, s = self.alpha(k, hw, dev), self.sigma_of(k, dev)
+        a, s = self.alpha(k, hw, dev), self.sigma(k, dev)
         if self.cfg.prediction == "eps":
             return (u_t - s * u_out) / a, u_out
         if self.cfg.prediction == "x":
@@ -196,29 +171,6 @@ class BDMProcess(ForwardProcess):
         a_bar, s_bar = self._unit_scales(k, hw, dev)
         z_bar = u_t / (a**2 + s**2).sqrt()
         return a_bar * z_bar - s_bar * u_out, s_bar * z_bar + a_bar * u_out
-
-    def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
-                     noise: torch.Tensor) -> torch.Tensor:
-        """One step from level k to k_next: the ancestral posterior, or DDIM; into level 0, x̂ itself."""
-        hw, dev = tuple(x.shape[-2:]), x.device
-        u_t = dct2(x.float(), self.cfg.dct)
-        u_x, u_eps = self.predict(u_t, dct2(net_out.float(), self.cfg.dct), k)
-        if k_next == 0:
-            return idct2(u_x.float(), self.cfg.dct)
-        c_t, c_x, var = self.posterior(k, k_next, hw, dev)
-        u_n = dct2(noise.float(), self.cfg.dct).double()  # N(0, I) in either basis
-        if self.cfg.sampler == "ancestral":
-            u_s = c_t * u_t.double() + c_x * u_x + var.sqrt() * u_n
-        else:  # DDIM per frequency
-            c = self.cfg.eta * var.sqrt()
-            s2_s = self.sigma_of(k_next, dev) ** 2
-            u_s = self.alpha(k_next, hw, dev) * u_x + (s2_s - c**2).clamp_min(0).sqrt() * u_eps + c * u_n
-        return idct2(u_s.float(), self.cfg.dct)
-
-    @property
-    def reverse_is_stochastic(self) -> bool:
-        """Ancestral sampling always; DDIM only with eta > 0 (and more than one step)."""
-        return self.cfg.sampler == "ancestral" or (self.cfg.eta > 0 and len(self.reverse_levels()) > 1)
 
     def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> [0, 1] units (not clamped)."""
@@ -230,7 +182,7 @@ class BDMProcess(ForwardProcess):
 
     def level_noise_std(self, k: int) -> float:
         """σ_t / (2 a_t): z_t / a_t is the (blurred) data plus that noise, in [0, 1] units."""
-        return float(self.sigma[k] / self.a[k]) / 2
+        return float(self.sigmas[k] / self.a[k]) / 2
 
     def observe(self, y: torch.Tensor, tau: torch.Tensor, noise_std: torch.Tensor, k: int,
                 eps: torch.Tensor) -> torch.Tensor | None:
@@ -239,7 +191,7 @@ class BDMProcess(ForwardProcess):
         heat blur, F(2 y - 1) = 2 F y - 1 (the DC coefficient is kept). None when the noise left exceeds σ_t."""
         dt = (self.tau[k] - tau.double()).clamp_min(0)  # (B,)
         left = 2 * float(self.a[k]) * noise_left(noise_std, dt, tuple(y.shape[-2:]))
-        top = float(self.sigma[k]) ** 2 - left**2
+        top = float(self.sigmas[k]) ** 2 - left**2
         if bool((top < 0).any()):
             return None
         blurred = heat_forward(y, dt.float().to(y.device), self.cfg.dct)

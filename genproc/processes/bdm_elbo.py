@@ -52,9 +52,9 @@ class BDMELBO:
         p = self.process
         hw, dev = tuple(u_x.shape[-2:]), u_x.device
         eps = rng.randn(tuple(u_x.shape[1:])).double()  # isotropic: the same law in both bases
-        u_t = p.alpha(k, hw, dev) * u_x + p.sigma_of(k, dev) * eps
+        u_t = p.alpha(k, hw, dev) * u_x + p.sigma(k, dev) * eps
         out = net(idct2(u_t.float(), p.cfg.dct), k.to(dev)).float()
-        return u_t, p.predict(u_t, dct2(out, p.cfg.dct), k)[0]
+        return u_t, p.split(u_t, dct2(out, p.cfg.dct), k)[0]
 
     @torch.no_grad()
     def terms(self, net: Net, x0: torch.Tensor, rng: SampleRNG) -> dict[str, torch.Tensor]:
@@ -76,10 +76,10 @@ class BDMELBO:
                 l_kl += float(weights[j]) * kl.flatten(1).sum(1)
         _, u_x1 = self._predict(net, u_x, torch.ones(B, dtype=torch.long), rng)
         x_hat = idct2(u_x1.float(), p.cfg.dct).double()
-        std = float(p.sigma[1]) / float(p.a[1])
+        std = float(p.sigmas[1]) / float(p.a[1])
         a_T = p.alpha(T, hw, dev)
         return {
-            "L_T": normal_kl(a_T * u_x, float(p.sigma[T]) ** 2, 0.0, 1.0).flatten(1).sum(1),
+            "L_T": normal_kl(a_T * u_x, float(p.sigmas[T]) ** 2, 0.0, 1.0).flatten(1).sum(1),
             "L_kl": l_kl,
             "L_0": -log_bin_mass(v, x_hat, torch.full_like(x_hat, std)).flatten(1).sum(1),
             "to_density": torch.full((B,), -n * math.log(256.0), dtype=torch.float64, device=dev),

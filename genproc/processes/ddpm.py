@@ -1,8 +1,8 @@
-"""DDPM (Ho et al., 2020) as a forward process on the shared engine: Gaussian noising,
-epsilon-prediction, ancestral or DDIM (Song et al., 2021) sampling.
+"""DDPM (Ho et al., 2020) as a forward process on the shared engine: Gaussian noising, epsilon-prediction.
 
-Data enter in [0, 1] and are mapped to [-1, 1] inside the process (and back in ``to_image``).
-Levels are t = 1..T; level 0 is the data.
+It exposes the Gaussian view (:class:`~genproc.processes.views.GaussianView`: identity basis, α_t = √ᾱ_t,
+σ_t = √(1 - ᾱ_t)), so every Gaussian sampler in :mod:`genproc.samplers` drives it. Data enter in [0, 1] and are mapped to
+[-1, 1] inside the process (and back in ``to_image``). Levels are t = 1..T; level 0 is the data.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import torch
 
 from genproc.errors import GenprocError
-from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig, evenly_spaced_levels
+from genproc.processes.base import ELBO, ForwardProcess, ProcessConfig
 from genproc.processes.rng import SampleRNG
+from genproc.processes.views import GaussianView
 
 
 @dataclass
@@ -24,23 +25,16 @@ class DDPMConfig(ProcessConfig):
     schedule: str = "linear"  # linear (Ho et al.) | cosine (Nichol & Dhariwal)
     beta_start: float = 1e-4  # linear schedule endpoints
     beta_end: float = 0.02
-    sampler: str = "ancestral"  # ancestral | ddim
-    ddim_steps: int = 50  # levels visited by DDIM
-    eta: float = 0.0  # DDIM stochasticity (0: deterministic, 1: ancestral-like)
-    posterior_variance: str = "beta"  # reverse std: beta (sigma_t^2 = beta_t) | tilde (posterior beta~_t)
-    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("sampler", "ddim_steps", "eta", "posterior_variance")
+    posterior_variance: str = "beta"  # the model's reverse variance: beta (sigma_t^2 = beta_t) | tilde (posterior beta~_t)
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("posterior_variance",)
 
     def validate(self) -> None:
         if self.T < 1:
             raise GenprocError(f"recipe field 'process.T': expected an integer >= 1, got {self.T}")
         if self.schedule not in ("linear", "cosine"):
             raise GenprocError(f"recipe field 'process.schedule': expected linear|cosine, got {self.schedule!r}")
-        if self.sampler not in ("ancestral", "ddim"):
-            raise GenprocError(f"recipe field 'process.sampler': expected ancestral|ddim, got {self.sampler!r}")
         if self.posterior_variance not in ("beta", "tilde"):
             raise GenprocError(f"recipe field 'process.posterior_variance': expected beta|tilde, got {self.posterior_variance!r}")
-        if self.sampler == "ddim" and not 1 <= self.ddim_steps <= self.T:
-            raise GenprocError(f"recipe field 'process.ddim_steps': expected 1..T={self.T}, got {self.ddim_steps}")
 
 
 def beta_schedule(cfg: DDPMConfig) -> torch.Tensor:
@@ -55,7 +49,7 @@ def beta_schedule(cfg: DDPMConfig) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.float64), betas])
 
 
-class DDPMProcess(ForwardProcess):
+class DDPMProcess(GaussianView, ForwardProcess):
     """Every tensor is (N, C, H, W) float32; the state ``x`` is in [-1, 1]-ish units (data mapped by 2 x0 - 1)."""
 
     label = "DDPM"
@@ -82,41 +76,32 @@ class DDPMProcess(ForwardProcess):
         """x_T ~ N(0, I); ``data`` is not used. Returns (B, *shape) on rng.device."""
         return rng.randn(tuple(shape))
 
-    def reverse_levels(self) -> list[int]:
-        """Ancestral: T, ..., 1. DDIM: ``ddim_steps`` evenly spaced levels from T down to 1."""
-        if self.cfg.sampler == "ancestral":
-            return list(range(self.num_levels, 0, -1))
-        return evenly_spaced_levels(self.num_levels, self.cfg.ddim_steps)
+    # -- the Gaussian view: identity basis, α_t = √ᾱ_t, σ_t = √(1 - ᾱ_t)
+    def to_basis(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+    def from_basis(self, u: torch.Tensor) -> torch.Tensor:
+        return u.float()
+
+    def alpha(self, k: int, hw: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+        return self.alpha_bar[int(k)].sqrt().to(device)
+
+    def sigma(self, k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return (1 - self.alpha_bar[int(k)]).sqrt().to(device)
+
+    @property
+    def reverse_variance(self) -> str:
+        """beta (σ_t² = β_t, Ho et al.'s choice): the forward transition's variance; tilde: the posterior's."""
+        return "transition" if self.cfg.posterior_variance == "beta" else "posterior"
+
+    def split(self, u_t: torch.Tensor, u_out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """ε-prediction: û_x = (u_t - σ_t ε̂) / α_t (Ho et al. Eq. 15), û_ε = ε̂."""
+        return self.predict_x0(u_t.double(), u_out.double(), k), u_out.double()
 
     def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t), in [-1, 1] units (Ho et al. Eq. 15)."""
         ab = float(self.alpha_bar[k])
         return (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
-
-    def reverse_step(self, x: torch.Tensor, net_out: torch.Tensor, k: int, k_next: int,
-                     noise: torch.Tensor) -> torch.Tensor:
-        """One step from level k to k_next (k - 1 for ancestral sampling); no noise into level 0."""
-        eps = net_out.float()
-        if self.cfg.sampler == "ancestral":
-            beta, ab = float(self.betas[k]), float(self.alpha_bar[k])
-            # Ho et al. Eq. (11): mu = (x - beta_t / sqrt(1 - ab_t) eps) / sqrt(alpha_t)
-            mean = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(1 - beta)
-            if k_next == 0:
-                return mean
-            var = beta if self.cfg.posterior_variance == "beta" else beta * (1 - float(self.alpha_bar[k - 1])) / (1 - ab)
-            return mean + math.sqrt(var) * noise
-        # DDIM (Song et al. 2021, Eq. 12)
-        ab, ab_next = float(self.alpha_bar[k]), float(self.alpha_bar[k_next])
-        x0 = self.predict_x0(x, eps, k).clamp(-1, 1)
-        eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)  # consistent with the clipped x0
-        sigma = self.cfg.eta * math.sqrt((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)) if k_next > 0 else 0.0
-        x = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sigma**2, 0.0)) * eps
-        return x + sigma * noise if sigma > 0 else x
-
-    @property
-    def reverse_is_stochastic(self) -> bool:
-        """Ancestral sampling always; DDIM only with eta > 0 (and more than one step)."""
-        return self.cfg.sampler == "ancestral" or (self.cfg.eta > 0 and len(self.reverse_levels()) > 1)
 
     def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> [0, 1] units (not clamped)."""

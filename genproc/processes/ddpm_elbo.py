@@ -11,7 +11,7 @@
 x_0 = 2 v / 255 - 1 in [-1, 1] for the 8-bit values v; sigma_t^2 is beta_t or beta~_t
 (``process.cfg.posterior_variance``); for 'tilde' the decoder uses beta~_2, since beta~_1 = 0
 (improved-diffusion's clipped log-variance). The bound is on the ancestral (Markov) model,
-whatever ``cfg.sampler`` is.
+whatever sampler draws the samples.
 
 Convention ("discrete"). The decoder gives the probability *mass* P(v) of the 8-bit image, so
 bits/dim = nats / (N log 2), with no dequantisation term. IHDM/heat instead bound a *density* on

@@ -3,6 +3,8 @@
 Forward (Eq. 4):  q(x_k | x_0) = N(x_k | F(t_k) x_0, sigma^2 I), k = 1..K, x_0 = data (the paper's u_k).
 Reverse (Eq. 8):  p(x_{k-1} | x_k) = N(mu(x_k, k), delta^2 I), mu = x_k + f(x_k, k).
 Prior (Sec. 3.2): a Gaussian KDE of blurred training images, F(t_K) x_train + delta eps.
+The paper's chain is the process's own (:meth:`HeatProcess.reverse_step`); it also exposes the heat-chain view
+(:class:`~genproc.processes.views.HeatChainView`) for samplers that take fewer network calls than K.
 The sampling noise delta is a sampling-time key: it may change after training (``run.with_sampling(delta=...)``).
 """
 
@@ -20,6 +22,7 @@ from genproc.processes.dct import METHODS as DCT_METHODS
 from genproc.processes.dct import heat_forward, noise_left
 from genproc.processes.kde_prior import KDECentres, compress_centres
 from genproc.processes.rng import SampleRNG
+from genproc.processes.views import HeatChainView
 
 
 @dataclass
@@ -58,7 +61,7 @@ def blur_schedule(K: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.float64), s])
 
 
-class HeatProcess(ForwardProcess):
+class HeatProcess(HeatChainView, ForwardProcess):
     """IHDM: blur by the heat equation, learn to de-blur one level at a time.
 
     Every tensor argument is (N, C, H, W) float32; data ``x0`` is in [0, 1]; the state x is an image (blurred,
@@ -135,6 +138,13 @@ class HeatProcess(ForwardProcess):
     @property
     def reverse_is_stochastic(self) -> bool:
         return self.cfg.delta != 0
+
+    # -- the heat-chain view (samplers with fewer calls than K)
+    def sampling_noise(self) -> float:
+        return float(self.cfg.delta)
+
+    def training_noise(self) -> float:
+        return float(self.cfg.sigma)
 
     def to_data_scale(self, x: torch.Tensor) -> torch.Tensor:
         """The state is already an image in data units."""

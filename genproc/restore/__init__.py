@@ -142,15 +142,15 @@ def restore(run: Any, y: torch.Tensor, *, level: str | int = "auto", n: int = 1,
                                f"holds (std {process.level_noise_std(int(starts[i])):.3g})"
                                + ("; try --level auto" if level != "auto" else " or any later level"))
     samples = torch.empty(N, n, c, h, w)
-    device = run.device
+    device, sampler = run.device, run.sampler
     for k in sorted(set(levels.tolist())):
         members = [i for i in range(N) if int(levels[i]) == k]
-        chain = [k, *[lv for lv in process.reverse_levels() if lv < k]]
+        chain = sampler.levels(process, k)
         for b0 in range(0, len(members) * n, batch_size):
             rows = [(members[r // n], r % n) for r in range(b0, min(len(members) * n, b0 + batch_size))]
             x = torch.stack([states[i][j] for i, j in rows]).to(device)
             rng = SampleRNG(seed, [i * n + j for i, j in rows], NOISE_STREAM, device)
-            out = run_chain(process, run.net, x, lambda _j, rng=rng: rng.randn((c, h, w)), device=device,
+            out = run_chain(process, sampler, run.net, x, lambda _j, rng=rng: rng.randn((c, h, w)), device=device,
                             precision=run.recipe.train.precision, levels=chain)
             for (i, j), img in zip(rows, process.to_image(out).cpu()):
                 samples[i, j] = img

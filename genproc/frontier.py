@@ -1,0 +1,237 @@
+"""The FID-per-network-call frontier: every process with every sampler it supports at every cost.
+
+For each run, each sampler variant (a registered sampler and settings, e.g. ``ddim:clip=clamp``; default: every
+sampler the run's process supports, at its default settings) and each target number of network calls per image, the
+sampler takes the most steps whose calls fit the target (:func:`steps_for_calls`; a point whose calls repeat an
+earlier one of the same variant is dropped), and FID is measured with the same n and seeds for every point
+(:func:`genproc.metrics.evaluate`, torch-fidelity). Each run's default sampler is also measured at its own full chain.
+Every point is written to ``<out>/points/*.json`` as soon as it is done, and a rerun skips the points already there,
+so a frontier of CPU hours resumes point by point. :func:`frontier_report` then writes the table (``frontier.md``),
+the plot (``frontier.png``: log calls on x, one line per process and sampler, the seed range as a band) and
+``frontier.json``, with the real-vs-real FID floor at the same n beside them.
+
+    from genproc.frontier import frontier
+    frontier([load(d) for d in dirs], calls=[10, 20, 50], n=500, seeds=[0], out="frontier")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genproc.errors import GenprocError
+from genproc.recipe import parse_setting
+from genproc.run import LoadedRun
+from genproc.samplers import lookup, supported
+
+Variant = tuple[str, dict[str, Any]]  # (sampler name, settings)
+
+
+def parse_variants(specs: Sequence[str]) -> list[Variant]:
+    """``["ddim:clip=clamp,eta=0", "heun"]`` -> [("ddim", {"clip": "clamp", "eta": 0}), ("heun", {})]."""
+    out = []
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        settings = dict(parse_setting(kv, "--samplers", "ddim:clip=clamp") for kv in rest.split(",") if kv.strip())
+        out.append((lookup(name.strip()).name, settings))
+    return out
+
+
+def variant_label(name: str, settings: dict[str, Any]) -> str:
+    """``ddim`` or ``ddim clip=clamp``: a variant's name in tables and legends."""
+    return " ".join([name, *(f"{k}={v}" for k, v in settings.items())])
+
+
+def steps_for_calls(run: LoadedRun, name: str, settings: dict[str, Any], target: int) -> tuple[int, int] | None:
+    """(steps, calls): the most steps of sampler ``name`` (with ``settings``) on ``run`` whose network calls per image
+    are at most ``target``; None when even one step costs more."""
+    for steps in range(min(target, run.process.num_levels), 0, -1):
+        r = run.with_sampling({"sampler": name, **settings, "steps": steps})
+        calls = r.sampler.calls(r.sampler.levels(r.process))
+        if calls <= target:
+            return steps, calls
+    return None
+
+
+def plan(run: LoadedRun, calls: Sequence[int], variants: Sequence[Variant] | None,
+         full_chain: bool = True) -> list[dict[str, Any]]:
+    """The points of one run: {"sampler", "settings", "steps", "calls", "target"} for each variant the run's process
+    supports and each target (repeated calls dropped), then (``full_chain``) the default sampler's own full chain."""
+    ok = supported(run.process)
+    chosen = [(n, s) for n, s in (variants if variants is not None else [(n, {}) for n in ok]) if n in ok]
+    points, seen = [], set()
+    for name, settings in chosen:
+        for target in sorted(calls):
+            got = steps_for_calls(run, name, settings, target)
+            key = (name, json.dumps(settings, sort_keys=True), None if got is None else got[1])
+            if got is None or key in seen:
+                continue
+            seen.add(key)
+            points.append({"sampler": name, "settings": settings, "steps": got[0], "calls": got[1], "target": target})
+    name = run.sampling_record()["sampler"]
+    full = run.sampler.calls(run.sampler.levels(run.process))
+    if full_chain and (name, json.dumps({}, sort_keys=True), full) not in seen:
+        points.append({"sampler": name, "settings": {}, "steps": None, "calls": full, "target": None})
+    return points
+
+
+def point_path(out: Path, process: str, p: dict[str, Any], n: int, seed: int) -> Path:
+    tag = "".join(f"-{k}{v}" for k, v in p["settings"].items())
+    return out / "points" / f"{process}-{p['sampler']}{tag}-nfe{p['calls']}-n{n}-seed{seed}.json"
+
+
+def frontier(runs: Sequence[LoadedRun], calls: Sequence[int], *, out: str | Path, variants: Sequence[Variant] | None = None,
+             n: int = 500, seeds: Sequence[int] = (0,), n_ref: int | None = None, batch_size: int = 64,
+             inception_weights: str | Path | None = None, cache_dir: str | Path | None = None, extractor: str | None = None,
+             full_chain: bool = True, log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+    """Measure every point of every run (see the module docstring); returns the point records (also in
+    ``<out>/points/``), resuming from those already written."""
+    from genproc.metrics import evaluate
+    from genproc.metrics.inception import INCEPTION
+
+    if not calls or min(calls) < 1:
+        raise GenprocError(f"--calls expects positive integers, e.g. 10,20,50; got {list(calls)}")
+    out = Path(out)
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    done = []
+    for run in runs:
+        for p in plan(run, calls, variants, full_chain):
+            for seed in seeds:
+                path = point_path(out, run.process_name, p, n, seed)
+                if path.is_file():
+                    done.append(json.loads(path.read_text()))
+                    continue
+                log(f"{run.process_name}: {variant_label(p['sampler'], p['settings'])}, {p['calls']} calls, seed {seed}")
+                r = run.with_sampling({"sampler": p["sampler"], **p["settings"],
+                                       **({} if p["steps"] is None else {"steps": p["steps"]})})
+                rec = evaluate(r, "fid", n=n, seed=seed, n_ref=n_ref, batch_size=batch_size, out_dir=out / "evals",
+                               data_root=run.data_root,
+                               inception_weights=inception_weights, cache_dir=cache_dir,
+                               extractor=extractor or INCEPTION, log=log)[0]
+                point = {"process": run.process_name, "label": run.process.label, **p, "seed": seed, "n": n,
+                         "fid": rec["value"], "sampling": rec["sampling"], "reference": rec["reference"],
+                         "run_dir": str(run.run_dir), "checkpoint_step": run.step, "record": rec.get("json")}
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(point, indent=1))
+                os.replace(tmp, path)
+                done.append(point)
+    return done
+
+
+def read_points(out: str | Path) -> list[dict[str, Any]]:
+    """Every point measured into ``<out>/points`` so far (by any number of runs of :func:`frontier`), in name order."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / "points").glob("*.json"))]
+
+
+def _sampler_of(p: dict[str, Any]) -> str:
+    return variant_label(p["sampler"], p["settings"]) + (" (full chain)" if p["target"] is None else "")
+
+
+def frontier_table(points: Sequence[dict[str, Any]], calls: Sequence[int]) -> str:
+    """Markdown: one row per process and sampler variant, one column per target (the process's full chains in a last
+    column); a cell is FID (the seed range when several seeds) and, when they differ from the target, the calls."""
+    rows: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = {}
+    for p in points:
+        rows.setdefault((p["label"], variant_label(p["sampler"], p["settings"])), {}).setdefault(p["target"], []).append(p)
+    cols = [*sorted(calls), None]
+    head = "| process | sampler | " + " | ".join(f"{c} calls" if c else "full chain" for c in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for (label, sampler), cells in rows.items():
+        txt = []
+        for c in cols:
+            ps = cells.get(c, [])
+            if not ps:
+                txt.append("–")
+                continue
+            fids = sorted(q["fid"] for q in ps)
+            v = f"{sum(fids) / len(fids):.1f}" + (f" ({fids[0]:.1f}–{fids[-1]:.1f})" if len(fids) > 1 else "")
+            if c is None or ps[0]["calls"] != c:
+                v += f" @{ps[0]['calls']}"
+            txt.append(v)
+        lines.append(f"| {label} | {sampler} | " + " | ".join(txt) + " |")
+    return "\n".join(lines)
+
+
+def frontier_plot(points: Sequence[dict[str, Any]], path: Path) -> Path:
+    """FID against network calls per image (log x), one line per process and sampler variant, the min–max over
+    seeds as a band, full chains as single markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, dict[int, list[float]]] = {}
+    for p in points:
+        groups.setdefault(f"{p['label']} · {_sampler_of(p)}", {}).setdefault(p["calls"], []).append(p["fid"])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, by_calls in sorted(groups.items()):
+        xs = sorted(by_calls)
+        mean = [sum(by_calls[x]) / len(by_calls[x]) for x in xs]
+        (line,) = ax.plot(xs, mean, marker="o", label=name)
+        ax.fill_between(xs, [min(by_calls[x]) for x in xs], [max(by_calls[x]) for x in xs], color=line.get_color(),
+                        alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network calls per image")
+    ax.set_ylabel("FID (torch-fidelity)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def real_floor(run: LoadedRun, n: int, n_ref: int | None = None, *, seed: int = 0, batch_size: int = 64,
+               inception_weights: str | Path | None = None, cache_dir: str | Path | None = None,
+               extractor: str | None = None, log: Callable[[str], Any] = print) -> float:
+    """FID of the first ``n`` *training* images against the same reference (the first ``n_ref`` test images): what
+    a perfect sampler would score at this n (FID is biased upward at small n), printed beside the frontier."""
+    from torch_fidelity import KEY_METRIC_FID
+
+    from genproc.data import build_dataset
+    from genproc.metrics.fidelity import fidelity_metrics, reference_key
+    from genproc.metrics.images import ReferenceImages
+    from genproc.metrics.inception import INCEPTION, resolve_weights
+
+    weights = resolve_weights(extractor or INCEPTION, inception_weights)
+    ref = build_dataset(run.recipe.data, "test", run.data_root)
+    refs = ReferenceImages(ref, n_ref)
+    train = ReferenceImages(build_dataset(run.recipe.data, "train", run.data_root), n)
+    out = fidelity_metrics(train, refs, {"fid"}, weights=weights, reference_name=reference_key(ref, len(refs), weights),
+                           cache_root=cache_dir, batch_size=batch_size, seed=seed, log=log)
+    return float(out[KEY_METRIC_FID])
+
+
+def frontier_report(points: Sequence[dict[str, Any]], out: str | Path, *, floor: float | None = None,
+                    command: str = "") -> dict[str, Any]:
+    """Write ``frontier.md`` (the table, the floor, the protocol), ``frontier.json`` and ``frontier.png`` into ``out``
+    for ``points`` (e.g. :func:`read_points`: every point measured there); returns the report dict."""
+    out = Path(out)
+    calls = sorted({p["target"] for p in points if p["target"] is not None})
+    out.mkdir(parents=True, exist_ok=True)
+    table = frontier_table(points, calls)
+    ns, seeds = sorted({p["n"] for p in points}), sorted({p["seed"] for p in points})
+    ref = points[0]["reference"] if points else {}
+    report = {"calls": sorted(calls), "n": ns, "seeds": seeds, "reference": ref, "real_floor_fid": floor,
+              "table": table, "points": list(points), "command": command}
+    (out / "frontier.json").write_text(json.dumps(report, indent=1))
+    if points:
+        frontier_plot(points, out / "frontier.png")
+    md = ["# FID per network call", "",
+          f"FID (torch-fidelity's InceptionV3 and resizing) of n = {', '.join(map(str, ns))} samples per point, sample "
+          f"seed(s) {', '.join(map(str, seeds))}, against {ref.get('dataset', '?')} {ref.get('split', '?')} "
+          f"({ref.get('size', '?')} images). A cell is the mean over seeds (their range in brackets) and, after @, the "
+          "network calls per image when they differ from the column's target (a sampler takes the most steps that "
+          "fit). Full chain: the process's default sampler over all its levels.", ""]
+    if floor is not None:
+        md += [f"Real-vs-real floor at the same n: the first {ns[0] if ns else '?'} training images score "
+               f"FID {floor:.1f} against the same reference.", ""]
+    md += [table, "", "![FID against network calls](frontier.png)", ""]
+    if command:
+        md += ["Command:", "", "```", command, "```", ""]
+    (out / "frontier.md").write_text("\n".join(md))
+    return report
