@@ -23,7 +23,8 @@ def test_steps_for_calls_take_the_most_steps_that_fit(tiny_runs):
     assert calls <= 7 and calls == 2 * len(ddpm.with_sampling(sampler="heun", steps=steps).sampler.levels(ddpm.process)) - 1
     assert steps_for_calls(heat, "chain", {}, 50) == (5, 5)
     points = plan(heat, [2, 3, 50], None)
-    assert {(p["sampler"], p["calls"]) for p in points} == {("chain", 2), ("chain", 3), ("chain", 5)}
+    assert {(p["sampler"], p["calls"]) for p in points} == {("chain", 2), ("chain", 3), ("chain", 5),
+                                                            ("heat_jump", 2), ("heat_jump", 3), ("heat_jump", 5)}
     assert [p for p in points if p["sampler"] == "chain" and p["calls"] == 5][0]["target"] == 50  # not repeated
 
 
@@ -32,13 +33,13 @@ def test_frontier_command_measures_every_pair_and_resumes(tiny_runs, tmp_path):
     args = ["frontier", str(tiny_runs["heat"]), str(tiny_runs["ddpm"]), "--calls", "2,3", "--n", "6", "--n-ref", "12",
             "--seeds", "0,1", "--extractor", TINY_FE, "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
             "--samplers", "ddim:clip=clamp",
-            "--samplers", "dpmpp_2m"]
+            "--samplers", "heat_jump", "--samplers", "dpmpp_2m"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "frontier.json").read_text())
     got = {(p["process"], p["sampler"], p["calls"], p["seed"]) for p in rep["points"]}
     want = {(proc, s, c, seed) for seed in (0, 1) for proc, s, c in
-            [("ihdm", "chain", 5),  # its full chain only: neither sampler drives IHDM
+            [("ihdm", "heat_jump", 2), ("ihdm", "heat_jump", 3), ("ihdm", "chain", 5),  # + its full chain
              ("ddpm", "ddim", 2), ("ddpm", "ddim", 3), ("ddpm", "dpmpp_2m", 2), ("ddpm", "dpmpp_2m", 3),
              ("ddpm", "ancestral", 20)]}
     assert got == want

@@ -217,3 +217,35 @@ def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(steps, thresholding):
     ours = _genproc_trajectory("dpmpp_2m", [t + 1 for t in ts], x, clip="dynamic" if thresholding else "none")
     torch.testing.assert_close(ours, torch.stack(ref), atol=2e-4, rtol=1e-4)
 
+
+# ------------------------------------------------------------------ IHDM with fewer calls than levels
+def test_heat_jump_with_every_level_is_the_papers_chain():
+    """steps = K: every jump is one level (gain 1) and the noise is δ per call, none into level 0: the chain of
+    Alg. 2 exactly, given the same prior state and noise."""
+    from genproc.processes.heat import HeatConfig, HeatProcess
+
+    p = HeatProcess(HeatConfig(K=8, sigma_blur_max=4.0))
+    net = lambda x, k: 0.1 * torch.tanh(x) * k.float().reshape(-1, 1, 1, 1) / 8  # noqa: E731
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for name in ("chain", "heat_jump"):
+        sampler = build_sampler(name, type(build_sampler(name).cfg)(steps=8))
+        g = torch.Generator().manual_seed(1)
+        outs.append(sampler.run(p, net, x, lambda j, g=g: torch.randn((3, 1, 8, 8), generator=g), sampler.levels(p)))
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=0)
+
+
+def test_backward_heat_inverts_the_heat_blur_above_the_floor_and_damps_below():
+    """backward_heat(F(t1) x, t1, t0) = F(t0) x where every frequency keeps more than the floor at t1 (closed form:
+    the heat semigroup); a frequency damped below the floor at t1 is multiplied by e^{-λ t0} / floor instead."""
+    from genproc.processes.dct import dct2, heat_forward, laplacian_eigenvalues
+    from genproc.samplers.heat import backward_heat
+
+    x = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    t1, t0 = 0.3, 0.1  # e^{-λ_max t1} = e^{-2π² 0.3} ≈ 0.0027
+    m = heat_forward(x, torch.full((2,), t1))
+    torch.testing.assert_close(backward_heat(m, t1, t0, 1e-3), heat_forward(x, torch.full((2,), t0)), atol=1e-4, rtol=0)
+    lam = laplacian_eigenvalues(12, 12).double()
+    u = dct2(backward_heat(m, t1, t0, 0.05)).double()
+    want = dct2(x).double() * torch.exp(-lam * t1) * torch.exp(-lam * t0) / torch.exp(-lam * t1).clamp_min(0.05)
+    torch.testing.assert_close(u, want, atol=1e-4, rtol=0)

@@ -28,6 +28,7 @@ from genproc.samplers.chain import Chain, ChainConfig
 from genproc.samplers.ddim import DDIM, DDIMConfig
 from genproc.samplers.dpm_solver import DPMpp2M, DPMpp2MConfig
 from genproc.samplers.edm import Heun, HeunConfig
+from genproc.samplers.heat import HeatJump, HeatJumpConfig
 
 __all__ = ["Registration", "Sampler", "SamplerConfig", "build_sampler", "check", "evenly_spaced_levels",
            "for_process", "lookup", "name_of", "register", "registered", "settings", "supported", "unregister"]
@@ -135,3 +136,4 @@ register("ancestral", Ancestral, AncestralConfig)
 register("ddim", DDIM, DDIMConfig)
 register("dpmpp_2m", DPMpp2M, DPMpp2MConfig)
 register("heun", Heun, HeunConfig)
+register("heat_jump", HeatJump, HeatJumpConfig)
