@@ -283,3 +283,17 @@ def test_paper_scale_recipes_run_with_one_command(tmp_path):
     assert r.exit_code == 0, r.output
     one_line_error(runner.invoke(app, ["compare", "blur", "--scale", "paper", "--out", str(tmp_path / "x")]),
                    "no paper-scale recipe for 'blur' on 'cifar10'", "--recipe")
+
+
+def test_compare_with_calls_adds_the_frontier(compared, tmp_path):
+    """--calls: the compared runs' FID-per-call frontier in <out>/frontier, at the comparison's n and seeds."""
+    runs = compared / "runs"
+    out = tmp_path / "calls"
+    r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics",
+                            "fid", "--extractor", TINY_FE, "--n", "6", "--n-ref", "12", "--out", str(out), "--grid", "2",
+                            "--cache-dir", str(tmp_path / "cache"), "--calls", "3", "--samplers", "ddim"])
+    assert r.exit_code == 0, r.output
+    front = json.loads((out / "frontier" / "frontier.json").read_text())
+    assert {(p["process"], p["sampler"], p["calls"]) for p in front["points"]} == \
+        {("ihdm", "chain", 5), ("ddpm", "ddim", 3), ("ddpm", "ancestral", 20)}
+    assert front["n"] == [6] and front["seeds"] == [0] and "frontier" in r.output
