@@ -249,3 +249,44 @@ def test_backward_heat_inverts_the_heat_blur_above_the_floor_and_damps_below():
     u = dct2(backward_heat(m, t1, t0, 0.05)).double()
     want = dct2(x).double() * torch.exp(-lam * t1) * torch.exp(-lam * t0) / torch.exp(-lam * t1).clamp_min(0.05)
     torch.testing.assert_close(u, want, atol=1e-4, rtol=0)
+
+
+def test_a_recipe_whose_sampler_cannot_drive_its_process_fails_before_training(tmp_path):
+    """The sampler section is checked against the process when training starts: one line naming the samplers the
+    process supports, nothing written."""
+    from conftest import TINY
+
+    from genproc.engine import train
+    from genproc.errors import GenprocError
+    from genproc.recipe import recipe_from_dict
+
+    d = {**TINY, "sampler": {"name": "dpmpp_2m", "steps": 4}}
+    with pytest.raises(GenprocError, match="samplers for IHDM: chain, heat_jump"):
+        train(recipe_from_dict(d), tmp_path / "run", progress=False, log=lambda *_: None)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_old_sampler_keys_are_read_as_a_sampler_section_and_the_section_round_trips():
+    """A recipe or checkpoint written before samplers were their own units (DDPM's and BDM's ``sampler``,
+    ``ddim_steps``, ``eta`` in the process section) reads as the sampler section that samples as it did (their DDIM
+    clamped x̂₀, their ancestral chain did not); the new section round-trips through YAML; an unknown sampler
+    setting is refused."""
+    from conftest import TINY
+
+    from genproc.errors import GenprocError
+    from genproc.recipe import recipe_from_dict, recipe_to_yaml
+    from genproc.samplers.ancestral import AncestralConfig
+    from genproc.samplers.ddim import DDIMConfig
+
+    old = {**TINY, "process": {"name": "ddpm", "T": 20, "sampler": "ddim", "ddim_steps": 7, "eta": 0.5,
+                               "posterior_variance": "tilde"}}
+    r = recipe_from_dict(old)
+    assert r.sampler == DDIMConfig(steps=7, eta=0.5, clip="clamp") and r.process.posterior_variance == "tilde"
+    assert "ddim_steps" not in recipe_to_yaml(r) and recipe_from_dict(r.to_dict()) == r
+    r = recipe_from_dict({**TINY, "process": {"name": "bdm", "T": 20, "sampler": "ancestral", "ddim_steps": 50}})
+    assert r.sampler == AncestralConfig(clip="none")
+    import yaml
+
+    assert recipe_from_dict(yaml.safe_load(recipe_to_yaml(r))) == r
+    with pytest.raises(GenprocError, match="unknown recipe key 'sampler.ddim_steps'"):
+        recipe_from_dict({**TINY, "process": {"name": "ddpm", "T": 20}, "sampler": {"name": "ddim", "ddim_steps": 4}})

@@ -131,6 +131,7 @@ class Trainer:
         self.device = pick_device(tc.device, info)
         self.data = build_dataset(recipe.data, "train")
         self.process = build_process(recipe.process)
+        self.sampler = for_process(self.process, recipe.sampler)  # a sampler that cannot drive it fails here, not later
         torch.manual_seed(recipe.seed)  # same initial weights on every rank and every fresh run
         self.net = build_net(recipe.net, recipe.data.channels, recipe.data.image_hw).to(self.device)
         cuda = self.device.type == "cuda"
@@ -318,7 +319,7 @@ class Trainer:
         the DDP ranks (:func:`generate`'s ``info``), rank 0 writes them."""
         r, d = self.recipe, self.recipe.data
         self.ema.module.eval()
-        res = generate(self.process, self.ema.module, r.sample.n, sampler=for_process(self.process, r.sampler),
+        res = generate(self.process, self.ema.module, r.sample.n, sampler=self.sampler,
                        shape=(d.channels, *d.image_hw),
                        data=self.prior_data(), seed=r.seed,
                        batch_size=r.sample.batch_size, capture_every=r.sample.capture_every, device=self.device,
