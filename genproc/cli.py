@@ -120,7 +120,7 @@ def samplers_command(
             keys = ", ".join(f"{f.name}={steps if f.name == 'steps' else f.default}"
                              for f in dataclasses.fields(reg.config_cls))
             mark = "*" if name == current else " "
-            typer.echo(f"{mark} {name:<12} [{reg.sampler_cls.view.__name__}] {reg.sampler_cls.description}\n"
+            typer.echo(f"{mark} {name:<12} {reg.sampler_cls.description}; needs {reg.sampler_cls.needs()}\n"
                        f"  {'':<12} settings: {keys}")
 
 

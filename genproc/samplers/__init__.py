@@ -111,8 +111,8 @@ def check(process: ForwardProcess, name: str | None) -> str:
         return ok[0]
     reg = lookup(name)
     if reg.name not in ok:
-        raise GenprocError(f"sampler '{reg.name}' cannot drive process {process.label} (it needs the "
-                           f"{reg.sampler_cls.view.__name__} view); samplers for {process.label}: {', '.join(ok) or 'none'}")
+        raise GenprocError(f"sampler '{reg.name}' cannot drive process {process.label} (it needs "
+                           f"{reg.sampler_cls.needs()}); samplers for {process.label}: {', '.join(ok) or 'none'}")
     return reg.name
 
 

@@ -72,6 +72,11 @@ class Sampler(abc.ABC):
         """Whether ``process`` exposes the view this sampler needs."""
         return isinstance(process, self.view)
 
+    @classmethod
+    def needs(cls) -> str:
+        """What a process must expose for this sampler, in words (for messages and listings)."""
+        return f"a process exposing {cls.view.__name__}"
+
     def levels(self, process: ForwardProcess, start: int | None = None) -> list[int]:
         """The levels visited, decreasing from ``start`` (default: the top level), each >= 1; the chain ends at 0.
         Default: ``steps`` evenly spaced (every level when ``steps`` is None and there is no default)."""

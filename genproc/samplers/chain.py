@@ -25,6 +25,10 @@ class Chain(Sampler):
     def supports(self, process: ForwardProcess) -> bool:
         return process.has_own_chain
 
+    @classmethod
+    def needs(cls) -> str:
+        return "a process with its own reverse step"
+
     def levels(self, process: ForwardProcess, start: int | None = None) -> list[int]:
         own = [k for k in process.reverse_levels() if start is None or k <= start]
         if start is not None and (not own or own[0] != start):
