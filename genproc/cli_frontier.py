@@ -31,7 +31,7 @@ def run_frontier(run_dirs: list[Path], calls: str, *, out: Path, samplers: list[
                  full_chain: bool = True) -> dict[str, Any]:
     """Load the runs, measure the frontier (resuming), write the report; what ``genproc frontier`` and ``genproc
     compare --calls`` do."""
-    from genproc.frontier import frontier, frontier_report, parse_variants, read_points, real_floor
+    from genproc.frontier import frontier, frontier_report, kept_floor, parse_variants, read_points
     from genproc.run import load
 
     targets, seed_list = parse_ints(calls, "--calls"), parse_ints(seeds, "--seeds")
@@ -46,7 +46,7 @@ def run_frontier(run_dirs: list[Path], calls: str, *, out: Path, samplers: list[
     common = dict(batch_size=batch_size, inception_weights=inception_weights, cache_dir=cache_dir, extractor=extractor)
     frontier(runs, targets, out=out, variants=variants, n=n, seeds=seed_list, n_ref=n_ref, full_chain=full_chain,
              log=log, **common)
-    fl = real_floor(runs[0], n, n_ref, log=log, **common) if floor and runs else None
+    fl = kept_floor(runs[0], n, n_ref, out, log=log, **common) if floor and runs else None
     return frontier_report(read_points(out), out, floor=fl, command=shlex.join(["genproc", *sys.argv[1:]]))
 
 
@@ -59,7 +59,7 @@ def frontier_command(
     n_ref: Optional[int] = typer.Option(None, "--n-ref", help="FID reference: the first N test images (default: all)."),
     out: Path = typer.Option(Path("frontier"), "--out", help="Report folder; points in <out>/points (rerun to resume)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder (the reference test set, and a prior that reads the training set)."),
-    floor: bool = typer.Option(True, "--floor/--no-floor", help="Also measure the real-vs-real FID floor at the same n."),
+    floor: bool = typer.Option(True, "--floor/--no-floor", help="Also the real-vs-real FID floor at the same n (measured once, kept in <out>/floor)."),
     full_chain: bool = typer.Option(True, "--full-chain/--no-full-chain", help="Also each run's default sampler over all its levels (DDPM's ancestral chain: 1000 calls)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass (does not change the results)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="InceptionV3 weights for torch-fidelity (offline); env GENPROC_INCEPTION_WEIGHTS."),

@@ -78,9 +78,15 @@ def plan(run: LoadedRun, calls: Sequence[int], variants: Sequence[Variant] | Non
     return points
 
 
-def point_path(out: Path, process: str, p: dict[str, Any], n: int, seed: int) -> Path:
+def run_key(run: LoadedRun) -> str:
+    """What names a run's points and records: its run dir's name (two runs of one process, e.g. IHDM with K = 10 and
+    K = 20, stay apart)."""
+    return Path(run.run_dir).name
+
+
+def point_path(out: Path, run: str, p: dict[str, Any], n: int, seed: int) -> Path:
     tag = "".join(f"-{k}{v}" for k, v in p["settings"].items())
-    return out / "points" / f"{process}-{p['sampler']}{tag}-nfe{p['calls']}-n{n}-seed{seed}.json"
+    return out / "points" / f"{run}-{p['sampler']}{tag}-nfe{p['calls']}-n{n}-seed{seed}.json"
 
 
 def frontier(runs: Sequence[LoadedRun], calls: Sequence[int], *, out: str | Path, variants: Sequence[Variant] | None = None,
@@ -100,18 +106,19 @@ def frontier(runs: Sequence[LoadedRun], calls: Sequence[int], *, out: str | Path
     for run in runs:
         for p in plan(run, calls, variants, full_chain):
             for seed in seeds:
-                path = point_path(out, run.process_name, p, n, seed)
+                path = point_path(out, run_key(run), p, n, seed)
                 if path.is_file():
                     done.append(json.loads(path.read_text()))
                     continue
-                log(f"{run.process_name}: {variant_label(p['sampler'], p['settings'])}, {p['calls']} calls, seed {seed}")
+                log(f"{run_key(run)}: {variant_label(p['sampler'], p['settings'])}, {p['calls']} calls, seed {seed}")
                 r = run.with_sampling({"sampler": p["sampler"], **p["settings"],
                                        **({} if p["steps"] is None else {"steps": p["steps"]})})
-                rec = evaluate(r, "fid", n=n, seed=seed, n_ref=n_ref, batch_size=batch_size, out_dir=out / "evals",
-                               data_root=run.data_root,
+                rec = evaluate(r, "fid", n=n, seed=seed, n_ref=n_ref, batch_size=batch_size,
+                               out_dir=out / "evals" / run_key(run), data_root=run.data_root,  # one folder per run
                                inception_weights=inception_weights, cache_dir=cache_dir,
                                extractor=extractor or INCEPTION, log=log)[0]
-                point = {"process": run.process_name, "label": run.process.label, **p, "seed": seed, "n": n,
+                point = {"process": run.process_name, "label": run.process.label, "run": run_key(run), **p,
+                         "seed": seed, "n": n,
                          "fid": rec["value"], "sampling": rec["sampling"], "reference": rec["reference"],
                          "run_dir": str(run.run_dir), "checkpoint_step": run.step, "record": rec.get("json")}
                 tmp = path.with_suffix(".json.tmp")
@@ -126,6 +133,12 @@ def read_points(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((Path(out) / "points").glob("*.json"))]
 
 
+def row_label(p: dict[str, Any], points: Sequence[dict[str, Any]]) -> str:
+    """The process's label, and the run's name too when ``points`` hold several runs of that process."""
+    runs = {q.get("run") for q in points if q["label"] == p["label"]}
+    return p["label"] if len(runs) <= 1 else f"{p['label']} ({p.get('run')})"
+
+
 def _sampler_of(p: dict[str, Any]) -> str:
     return variant_label(p["sampler"], p["settings"]) + (" (full chain)" if p["target"] is None else "")
 
@@ -135,7 +148,8 @@ def frontier_table(points: Sequence[dict[str, Any]], calls: Sequence[int]) -> st
     column); a cell is FID (the seed range when several seeds) and, when they differ from the target, the calls."""
     rows: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = {}
     for p in points:
-        rows.setdefault((p["label"], variant_label(p["sampler"], p["settings"])), {}).setdefault(p["target"], []).append(p)
+        rows.setdefault((row_label(p, points), variant_label(p["sampler"], p["settings"])), {}) \
+            .setdefault(p["target"], []).append(p)
     cols = [*sorted(calls), None]
     head = "| process | sampler | " + " | ".join(f"{c} calls" if c else "full chain" for c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 2)]
@@ -155,17 +169,29 @@ def frontier_table(points: Sequence[dict[str, Any]], calls: Sequence[int]) -> st
     return "\n".join(lines)
 
 
+def largest_n(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points of each (process, sampler variant, target) at the largest n measured for it (FID's bias depends on
+    n, so one line never mixes sample counts)."""
+    def key(p: dict[str, Any]) -> tuple[Any, ...]:
+        return p.get("run"), p["label"], variant_label(p["sampler"], p["settings"]), p["target"]
+
+    top: dict[tuple[Any, ...], int] = {}
+    for p in points:
+        top[key(p)] = max(top.get(key(p), 0), p["n"])
+    return [p for p in points if p["n"] == top[key(p)]]
+
+
 def frontier_plot(points: Sequence[dict[str, Any]], path: Path) -> Path:
     """FID against network calls per image (log x), one line per process and sampler variant, the min–max over
-    seeds as a band, full chains as single markers."""
+    seeds as a band, full chains as single markers; each point at the largest n measured for it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups: dict[str, dict[int, list[float]]] = {}
-    for p in points:
-        groups.setdefault(f"{p['label']} · {_sampler_of(p)}", {}).setdefault(p["calls"], []).append(p["fid"])
+    for p in largest_n(points):
+        groups.setdefault(f"{row_label(p, points)} · {_sampler_of(p)}", {}).setdefault(p["calls"], []).append(p["fid"])
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, by_calls in sorted(groups.items()):
         xs = sorted(by_calls)
@@ -206,32 +232,70 @@ def real_floor(run: LoadedRun, n: int, n_ref: int | None = None, *, seed: int = 
     return float(out[KEY_METRIC_FID])
 
 
+def floor_path(out: str | Path, n: int, n_ref: int | None) -> Path:
+    """Where the real-vs-real floor at ``n`` against the first ``n_ref`` test images (None: all) is kept."""
+    return Path(out) / "floor" / f"n{n}-ref{'all' if n_ref is None else n_ref}.json"
+
+
+def floor_at(out: str | Path, n: int) -> float | None:
+    """The real-vs-real floor kept in ``<out>/floor`` for sample count n, if one was measured."""
+    kept = sorted(Path(out).glob(f"floor/n{n}-ref*.json"))
+    return float(json.loads(kept[0].read_text())["fid"]) if kept else None
+
+
+def kept_floor(run: LoadedRun, n: int, n_ref: int | None, out: str | Path, *, log: Callable[[str], Any] = print,
+               **kw: Any) -> float:
+    """The real-vs-real floor (:func:`real_floor`) measured once per (n, reference) into ``<out>/floor`` like a
+    frontier point: a rerun reads it back instead of embedding the reference again."""
+    path = floor_path(out, n, n_ref)
+    if path.is_file():
+        fid = float(json.loads(path.read_text())["fid"])
+        log(f"real-vs-real floor: kept in {path}: FID {fid:.2f}")
+        return fid
+    fid = real_floor(run, n, n_ref, log=log, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"n": n, "n_ref": n_ref, "dataset": run.recipe.data.name, "fid": fid}, indent=1))
+    tmp.replace(path)
+    log(f"real-vs-real floor: the first {n} training images vs the reference: FID {fid:.2f} (kept in {path})")
+    return fid
+
+
 def frontier_report(points: Sequence[dict[str, Any]], out: str | Path, *, floor: float | None = None,
                     command: str = "") -> dict[str, Any]:
-    """Write ``frontier.md`` (the table, the floor, the protocol), ``frontier.json`` and ``frontier.png`` into ``out``
-    for ``points`` (e.g. :func:`read_points`: every point measured there); returns the report dict."""
+    """Write ``frontier.md`` (a table per sample count n with its real-vs-real floor, the plot, the protocol),
+    ``frontier.json`` and ``frontier.png`` into ``out`` for ``points`` (e.g. :func:`read_points`: every point measured
+    there); ``floor``: the floor at the smallest n when not kept in ``<out>/floor``. Returns the report dict."""
     out = Path(out)
-    calls = sorted({p["target"] for p in points if p["target"] is not None})
     out.mkdir(parents=True, exist_ok=True)
-    table = frontier_table(points, calls)
+    calls = sorted({p["target"] for p in points if p["target"] is not None})
     ns, seeds = sorted({p["n"] for p in points}), sorted({p["seed"] for p in points})
+    floors = {n: floor_at(out, n) for n in ns}
+    if ns and floors[ns[0]] is None:
+        floors[ns[0]] = floor
+    tables = []  # one table per sample count, the largest first: FID's bias depends on n
+    for n in reversed(ns):
+        at_n = [p for p in points if p["n"] == n]
+        head = f"n = {n} samples per point, sample seed(s) {', '.join(map(str, sorted({p['seed'] for p in at_n})))}"
+        if floors[n] is not None:
+            head += f"; real-vs-real floor at this n (the first {n} training images): FID {floors[n]:.1f}"
+        tables.append(f"{head}.\n\n" + frontier_table(at_n, sorted({p["target"] for p in at_n if p["target"] is not None})))
     ref = points[0]["reference"] if points else {}
-    report = {"calls": sorted(calls), "n": ns, "seeds": seeds, "reference": ref, "real_floor_fid": floor,
-              "table": table, "points": list(points), "command": command}
+    report = {"calls": calls, "n": ns, "seeds": seeds, "reference": ref,
+              "real_floor_fid": floors[ns[0]] if ns else floor, "real_floor_fid_by_n": {str(n): floors[n] for n in ns},
+              "table": "\n\n".join(tables), "points": list(points), "command": command}
     (out / "frontier.json").write_text(json.dumps(report, indent=1))
     if points:
         frontier_plot(points, out / "frontier.png")
     md = ["# FID per network call", "",
-          f"FID (torch-fidelity's InceptionV3 and resizing) of n = {', '.join(map(str, ns))} samples per point, sample "
-          f"seed(s) {', '.join(map(str, seeds))}, against {ref.get('dataset', '?')} {ref.get('split', '?')} "
-          f"({ref.get('size', '?')} images). A cell is the mean over seeds (their range in brackets) and, after @, the "
-          "network calls per image when they differ from the column's target (a sampler takes the most steps that "
-          "fit). Full chain: the process's default sampler over all its levels.", ""]
-    if floor is not None:
-        md += [f"Real-vs-real floor at the same n: the first {ns[0] if ns else '?'} training images score "
-               f"FID {floor:.1f} against the same reference.", ""]
-    md += [table, "", "![FID against network calls](frontier.png)", ""]
+          f"FID (torch-fidelity's InceptionV3 and resizing) against {ref.get('dataset', '?')} {ref.get('split', '?')} "
+          f"({ref.get('size', '?')} images), one table per number of samples n (FID's bias depends on n: compare "
+          "within a table). A cell is the mean over seeds (their range in brackets) and, after @, the network calls "
+          "per image when they differ from the column's target (a sampler takes the most steps that fit). Full "
+          "chain: the process's default sampler over all its levels. The real-vs-real floor is what a perfect "
+          "sampler would score at that n. The plot shows each point at the largest n measured for it.", "",
+          report["table"], "", "![FID against network calls](frontier.png)", ""]
     if command:
-        md += ["Command:", "", "```", command, "```", ""]
+        md += ["Last command:", "", "```", command, "```", ""]
     (out / "frontier.md").write_text("\n".join(md))
     return report

@@ -165,18 +165,22 @@ def _pairs() -> list[tuple[str, str]]:
 
 
 def test_every_process_has_its_samplers_and_only_those():
-    """The Gaussian diffusions get every Gaussian sampler and no chain of their own; the heat chains their own chain
-    and the heat-chain samplers; Fade, which exposes no view, its own chain only. A refused pair is one line naming
-    the samplers that process supports."""
+    """The Gaussian diffusions get every Gaussian sampler (Heun only where α is the same in every coordinate) and no
+    chain of their own; the heat chains their own chain and the heat-chain samplers; Fade, which exposes no view, its
+    own chain only. A refused pair is one line naming the samplers that process supports."""
     pairs = _pairs()
     by = {n: [s for m, s in pairs if m == n] for n in ALL}
-    assert {"ancestral", "ddim", "dpmpp_2m", "heun"} <= set(by["ddpm"]) and set(by["ddpm"]) == set(by["bdm"])
+    assert {"ancestral", "ddim", "dpmpp_2m", "heun"} <= set(by["ddpm"]) and set(by["ddpm"]) - {"heun"} == set(by["bdm"])
     assert "chain" not in by["ddpm"] and by["fade"] == ["chain"] and by["ihdm"] == by["blur"]
     assert by["ihdm"][0] == "chain" and not {"ancestral", "ddim", "dpmpp_2m", "heun"} & set(by["ihdm"])
     from genproc.samplers import check
 
     with pytest.raises(GenprocError, match="samplers for IHDM: chain"):
         check(build_process(recipe_from_dict(_recipe("ihdm")).process), "dpmpp_2m")
+    # Heun's σ̃ steps diverge where α differs per coordinate (BDM's frequencies; docs/samplers/heun_bdm.txt)
+    with pytest.raises(GenprocError, match="same alpha in every coordinate: its steps diverge otherwise.*"
+                                           "samplers for BDM: ancestral, ddim, dpmpp_2m$"):
+        check(build_process(recipe_from_dict(_recipe("bdm")).process), "heun")
 
 
 class _TinyNet(torch.nn.Module):
@@ -188,7 +192,10 @@ class _TinyNet(torch.nn.Module):
         torch.nn.init.normal_(self.conv.weight, std=0.2, generator=torch.Generator().manual_seed(0))
 
     def forward(self, x, k):
-        return 0.1 * torch.tanh(self.conv(x)) * (1 + k.float().reshape(-1, 1, 1, 1) / 20)
+        # one image at a time: oneDNN picks its convolution algorithm by batch size, and the rounding it changes
+        # (~1e-7) is what this test must not see (a Gaussian sampler divides x̂₀ by α down to ~1e-3)
+        y = torch.cat([self.conv(x[i:i + 1]) for i in range(x.shape[0])])
+        return 0.1 * torch.tanh(y) * (1 + k.float().reshape(-1, 1, 1, 1) / 20)
 
 
 @pytest.mark.parametrize("name,sampler", _pairs())

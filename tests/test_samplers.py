@@ -8,6 +8,10 @@ samplers with it (no network) checks them against the known answers:
 * the probability-flow ODE has a closed-form solution: per coordinate (y - m) / √(s + σ̃²) is constant along it
   (y = u / α, σ̃ = σ / α), so the deterministic samplers' errors can be measured exactly and their order read off;
 * ancestral and DDIM(η = 1) give the same chain, step by step, given the same noise.
+
+Heun runs on BDM here through ``Sampler.run`` although the registry refuses the pair: with the exact denoiser and
+100+ steps its per-coordinate σ̃ steps are correct (these tests), with a trained network at tens of calls they
+diverge (``genproc/samplers/edm.py``, ``docs/samplers/heun_bdm.txt``).
 """
 
 from __future__ import annotations

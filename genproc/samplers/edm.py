@@ -12,6 +12,15 @@ with the largest α (DDPM: all of them; BDM: the DC coefficient), from the start
 the nearest trained level (log scale; repeats dropped), since the network knows integer levels only. The last step,
 into σ̃ = 0, is Euler (Alg. 1, line 9): N levels cost 2N - 1 network calls.
 
+Heun drives only processes whose α (so σ̃) is the same in every coordinate (EDM's σ(t): DDPM; ``supports``).
+With σ̃ per coordinate, as BDM's per-frequency blur gives, no one schedule keeps every coordinate's step small: on
+the released ``bdm_mnist_small`` the largest per-coordinate ratio σ̃_c(k) / σ̃_c(s) of a step is 606-52,854 at 25-5
+steps, against 2.3-49 on ``ddpm_mnist_small`` (each frequency's σ̃ collapses at its own level;
+``docs/samplers/heun_bdm.txt``). Heun's correction adds (r - 1) / 2 times the change of the denoised estimate between
+a step's ends in a coordinate with ratio r, so those changes reach the sample multiplied by hundreds (saturated
+noise: FID 357-388 at 9-49 calls, n = 500, measured before this refusal; issue 20). DDIM's and
+DPM-Solver++'s steps, exact for a constant denoised estimate in every coordinate, drive BDM; ``heun`` refuses it.
+
 Alg. 2's churn: on a step whose σ̃ lies in [s_tmin, s_tmax], γ = min(churn / N, √2 - 1), the state is moved up to the
 trained level nearest σ̃ (1 + γ) by adding noise of std s_noise √(σ̃_c(k̂)² - σ̃_c(k)²) in each coordinate.
 """
@@ -71,6 +80,17 @@ class Heun(Sampler):
     description = "EDM's Heun sampler (Karras et al. 2022, Alg. 1; Alg. 2 with churn > 0), per coordinate"
     default_steps = 18
     cfg: HeunConfig
+
+    def supports(self, process: ForwardProcess) -> bool:
+        """A Gaussian process whose α is the same in every coordinate (see the module docstring)."""
+        if not isinstance(process, GaussianView):
+            return False
+        return all(bool((a := process.alpha(k, (4, 4))).numel() == 1 or torch.all(a == a.flatten()[0]))
+                   for k in (1, process.num_levels // 2, process.num_levels) if k >= 1)
+
+    @classmethod
+    def needs(cls) -> str:
+        return "a Gaussian process (GaussianView) with the same alpha in every coordinate: its steps diverge otherwise"
 
     def levels(self, process: ForwardProcess, start: int | None = None) -> list[int]:
         start = process.num_levels if start is None else int(start)
