@@ -8,12 +8,14 @@ from typing import Optional
 
 import typer
 
-from genproc.cli_common import joined_ranks, old_flag, sampling_option, user_errors
+from genproc.cli_common import PluginGroup, interrupts, joined_ranks, kept_in, now, old_flag, sampling_option, user_errors
 from genproc.errors import GenprocError
 
 app = typer.Typer(
     help="genproc: train, sample and compare iterative generative models of images "
-    "(Inverse Heat Dissipation, DDPM, Gaussian blur) on one engine.",
+    "(Inverse Heat Dissipation, DDPM, Gaussian blur) on one engine. Every command takes --plugin MODULE_OR_FILE "
+    "(or $GENPROC_PLUGINS): your own module that registers a process, imported first.",
+    cls=PluginGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -74,7 +76,12 @@ def sample(
     """Draw samples from a trained run: grid.png, sequence.gif, samples.npz and images/*.png. Under torchrun
     (torchrun --nproc-per-node G -m -- genproc.cli sample ...; the '--' keeps
     torchrun from reading --n as its own option) the samples are split across the G processes."""
-    with user_errors(), joined_ranks() as main:
+    dest, started = out, now()  # the default folder is named once the sampler is known
+
+    def kept(e: KeyboardInterrupt) -> str:
+        return kept_in(dest, started, "rerun to draw the samples") if dest else "nothing written; rerun to draw the samples"
+
+    with user_errors(), joined_ranks() as main, interrupts(kept, main):
         if n < 1:
             raise GenprocError(f"--n must be >= 1, got {n}")
         if batch_size < 1:
@@ -91,7 +98,8 @@ def sample(
         if not main:
             return
         how = run.sampling_record()
-        files = write_samples(res, out or run_dir / "samples" / f"seed{seed}-{how['sampler']}-nfe{how['calls']}")
+        dest = out or run_dir / "samples" / f"seed{seed}-{how['sampler']}-nfe{how['calls']}"
+        files = write_samples(res, dest)
     typer.echo(f"{n} samples from {run_dir} (step {run.step}) by {how['sampler']}, {how['calls']} network calls per "
                f"image -> " + ", ".join(files.values()))
 
@@ -152,7 +160,8 @@ def cache_command(
         root = resolve_root(d, data_root)
         for sp in (["train", "test"] if split == "both" else [split]):
             base, files = folder_files(d, sp, root)
-            decode = functools.partial(load_image, channels=d.channels, hw=d.image_hw, rule=d.resize)
+            decode = functools.partial(load_image, channels=d.channels, hw=d.image_hw, rule=d.resize,
+                                       max_upscale=d.max_upscale)
             bar = counter(f"caching {sp}", len(files), progress=sys.stderr.isatty(), log=None)
             path = build_cache(files, base, sp, d.image_hw, d.channels, d.resize, decode, progress=bar.update)
             bar.close()
@@ -170,7 +179,7 @@ def export_command(
     recompute_prior: bool = typer.Option(False, "--recompute-prior", help="Compute the stored prior from the training set even if the checkpoint has one."),
 ) -> None:
     """Release a trained model: EMA weights (fp16), the prior it needs (no data set to sample) and its recipe."""
-    with user_errors():
+    with user_errors(), interrupts(lambda _: f"nothing written ({out} is written whole or not at all); rerun to export"):
         from genproc.run import export
 
         path = export(run_dir, out, checkpoint=checkpoint, dtype=dtype, data_root=data_root,
@@ -184,11 +193,13 @@ from genproc.cli_compare import compare_command  # noqa: E402
 from genproc.cli_evaluate import evaluate_command  # noqa: E402
 from genproc.cli_frontier import frontier_command  # noqa: E402
 from genproc.cli_restore import restore_command  # noqa: E402
+from genproc.cli_runs import runs_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
 app.command("frontier")(frontier_command)
 app.command("restore")(restore_command)
+app.command("runs")(runs_command)
 app.add_typer(analyze_app, name="analyze")
 
 

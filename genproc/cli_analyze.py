@@ -21,7 +21,7 @@ from genproc.analysis import interpolation as ip
 from genproc.analysis import neighbours as nb
 from genproc.analysis import spectra as sp
 from genproc.analysis.common import load_runs, require_positive
-from genproc.cli_common import old_flag, sampling_option, user_errors
+from genproc.cli_common import interrupts, kept_in, now, old_flag, sampling_option, user_errors
 from genproc.errors import GenprocError
 
 T = TypeVar("T")
@@ -58,11 +58,14 @@ def batch_size_option(help: str = "Images per forward pass (does not change the 
     return typer.Option(64, "--batch-size", help=help)
 
 
-def run_analysis(run_dirs: Sequence[str | Path], analyze: Callable[[list[Any]], T], *, checkpoint: str | None = None,
-                 data_root: str | None = None, sampling: Sequence[str] = (), check: Callable[[], Any] | None = None) -> T:
+def run_analysis(run_dirs: Sequence[str | Path], analyze: Callable[[list[Any]], T], *, out: Path,
+                 checkpoint: str | None = None, data_root: str | None = None, sampling: Sequence[str] = (),
+                 check: Callable[[], Any] | None = None) -> T:
     """The body of a ``genproc analyze`` command: ``check()`` (option checks that need no run), then ``analyze(runs)``
-    on the loaded runs with the ``--sampling`` settings; a GenprocError ends the command with one line and exit 2."""
-    with user_errors():
+    on the loaded runs with the ``--sampling`` settings, writing into ``out``; a GenprocError ends the command with one
+    line and exit 2, Ctrl-C with one line saying what was written into ``out`` (exit 130)."""
+    started = now()
+    with user_errors(), interrupts(lambda _: kept_in(out, started, "rerun the same command to analyse again")):
         if check is not None:
             check()
         return analyze(load_runs(run_dirs, checkpoint, data_root, sampling))
@@ -103,7 +106,7 @@ def spectra_command(
         return _data_spectra(dataset, out, image_size, channels, n, seed, levels, data_split, data_root)
     res = run_analysis(run_dirs, lambda runs: sp.analyze_spectra(runs, out, n=n, seed=seed, levels=levels,
                                                                  batch_size=batch_size, data_split=data_split),
-                       checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set],
+                       out=out, checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set],
                        check=lambda: _no_dataset(dataset))
     typer.echo(f"data PSD ~ 1/f^{res['data']['alpha']:.2f} ({res['data']['n']} {data_split} images)")
     for lab, c in res["claim"].items():
@@ -134,7 +137,8 @@ def parse_image_size(text: str) -> int | tuple[int, int]:
 def _data_spectra(dataset: str | None, out: Path, image_size: str, channels: int, n: int, seed: int, levels: int,
                   data_split: str, data_root: str | None) -> None:
     """``genproc analyze spectra --dataset NAME`` without runs."""
-    with user_errors():
+    started = now()
+    with user_errors(), interrupts(lambda _: kept_in(out, started, "rerun the same command to analyse again")):
         if dataset is None:
             raise GenprocError("give run directories (written by 'genproc train') or --dataset NAME (e.g. --dataset mnist)")
         res = sp.analyze_data_spectra(dataset, out, image_size=parse_image_size(image_size), channels=channels, n=n, seed=seed,
@@ -178,7 +182,7 @@ def delta_command(
                                                 inception_weights=inception_weights, extractor=extractor,
                                                 cache_dir=cache_dir, n_ref=n_ref, grid=grid, batch_size=batch_size,
                                                 log=_echo_err),
-        checkpoint=checkpoint, data_root=data_root, check=lambda: (dl.parse_deltas(deltas), dl.parse_sweep_metrics(metrics)))
+        out=out, checkpoint=checkpoint, data_root=data_root, check=lambda: (dl.parse_deltas(deltas), dl.parse_sweep_metrics(metrics)))
     for lab, r in res["results"].items():
         for m, vals in r["values"].items():
             cells = ", ".join(f"{d:g}: {'–' if v is None else f'{v:.4g}'}" for d, v in zip(res["settings"]["deltas"], vals))
@@ -213,7 +217,7 @@ def gradients_command(
                                                                    fractions=gr.parse_fractions(fractions),
                                                                    pixel=gr.parse_pixel(pixel), batch_size=batch_size,
                                                                    quantity=quantity, exclude_centre=not include_centre),
-                       checkpoint=checkpoint, data_root=data_root, sampling=sampling)
+                       out=out, checkpoint=checkpoint, data_root=data_root, sampling=sampling)
     for lab, loc in res["locality"].items():
         keys = [gr.mass_key(m) for m in loc["masses"]]
         parts = [f"k={t['level']}: " + ", ".join(f"{key} {gr.fmt_mean_std(t[key], '.2f')}" for key in keys)
@@ -245,7 +249,7 @@ def interpolation_command(
     payload = run_analysis(
         run_dirs, lambda runs: ip.analyze_interpolation(runs, out, pairs=pairs, frames=frames, seed=seed, show=show,
                                                         lowpass_sigma=lowpass_sigma, batch_size=batch_size),
-        checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set],
+        out=out, checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set],
         check=lambda: require_positive("--batch-size", batch_size))
     for lab, r in payload["results"].items():
         j, p = r["aggregates"]["jump_ratio"], r["aggregates"]["path_ratio"]
@@ -271,7 +275,7 @@ def disentangle_command(
     prior with different noise; writes two image grids and the numbers."""
     payload = run_analysis(
         run_dirs, lambda runs: dis.analyze_disentangle(runs, out, rows=rows, cols=cols, seed=seed, batch_size=batch_size),
-        checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set],
+        out=out, checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set],
         check=lambda: require_positive("--batch-size", batch_size))
     for lab, r in payload["results"].items():
         st = r["shared_noise"]
@@ -301,7 +305,7 @@ def neighbours_command(
     res = run_analysis(
         run_dirs, lambda runs: nb.analyze_neighbours(runs, out, n=n, k=k, n_test=n_test, seed=seed, batch_size=batch_size,
                                                      log=_echo_err),
-        checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set])
+        out=out, checkpoint=checkpoint, data_root=data_root, sampling=[*sampling, *sample_set])
     for lab, r in res["results"].items():
         s, t = r["samples"], r["test"]
         typer.echo(f"{lab}: median NN distance samples {s['median']:.3f} vs test {t['median']:.3f}; "

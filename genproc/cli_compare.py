@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from genproc.cli_common import joined_ranks, old_flag, sampling_option, user_errors
-from genproc.errors import GenprocError
+from genproc.cli_common import interrupts, joined_ranks, old_flag, sampling_option, user_errors
+from genproc.errors import GenprocError, Interrupted
 
 
 def split_runs(args: list[str], runs: list[str]) -> tuple[list[str], list[str]]:
@@ -57,7 +57,7 @@ def compare_command(
     """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures.
     Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli compare ...) training, sampling and evaluation use the
     G processes."""
-    with user_errors(), joined_ranks() as main:
+    with user_errors(), joined_ranks() as main, interrupts(lambda e: kept(e, trains=not runs), main):
         from genproc.compare import compare
 
         def log(msg: str) -> None:
@@ -82,7 +82,16 @@ def compare_command(
     if not main:
         return
     typer.echo(report["table"])
+    for note in report["footnotes"]:
+        typer.echo(note)
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")
     if calls is not None:
         typer.echo(front["table"])
         typer.echo(f"wrote {out / 'frontier' / 'frontier.md'} and frontier.png")
+
+
+def kept(e: KeyboardInterrupt, trains: bool) -> str:
+    """The Ctrl-C line of ``genproc compare``: what was kept (trained runs, evaluation records) and how to finish."""
+    done = e.kept if isinstance(e, Interrupted) else []
+    rerun = "rerun the same command to finish the report" + (" (training resumes from the kept checkpoints)" if trains else "")
+    return f"kept {'; '.join(done)}; {rerun}" if done else f"nothing kept; {rerun}"

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from genproc.cli_common import joined_ranks, old_flag, sampling_option, user_errors
+from genproc.cli_common import interrupts, joined_ranks, old_flag, sampling_option, user_errors
+from genproc.errors import Interrupted
 
 
 def evaluate_command(
@@ -27,13 +28,15 @@ def evaluate_command(
     sampling: list[str] = sampling_option(),
     old_set: list[str] = old_flag("--set"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference-statistics cache (default: $GENPROC_CACHE/fidelity or ~/.cache/genproc/fidelity)."),
+    extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
 ) -> None:
     """Evaluate a trained run: FID/KID (torch-fidelity) and NLL in bits/dim; prints a table, writes <run_dir>/eval/*.json.
     Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli evaluate ...; the '--'
     keeps torchrun from reading --n as its own option) the samples, their features and the NLL
     images are split across the G processes."""
-    with user_errors(), joined_ranks() as main:
+    with user_errors(), joined_ranks() as main, interrupts(lambda e: kept(e, metrics), main):
         from genproc.metrics import evaluate, format_table, parse_metrics
+        from genproc.metrics.inception import INCEPTION
         from genproc.run import load
 
         def log(msg: str) -> None:
@@ -44,9 +47,21 @@ def evaluate_command(
         run = run.with_sampling([*old_set, *sampling, *([] if delta is None else [f"delta={delta}"])])
         records = evaluate(run, metrics, n=n, split=split, n_ref=n_ref, seed=seed, batch_size=batch_size,
                            data_root=data_root, inception_weights=inception_weights, cache_dir=cache_dir,
-                           progress=sys.stderr.isatty() and main, log=log)
+                           extractor=extractor or INCEPTION, progress=sys.stderr.isatty() and main, log=log)
     if not main:
         return
     typer.echo(format_table(records))
     for r in records:
         typer.echo(f"wrote {r['json']}")
+
+
+def kept(e: KeyboardInterrupt, metrics: str) -> str:
+    """The Ctrl-C line of ``genproc evaluate``: the records kept (each written as soon as its metric was done) and the
+    ``--metrics`` that measure the rest."""
+    from genproc.metrics import parse_metrics
+
+    done, left = (e.kept, e.left) if isinstance(e, Interrupted) else ([], parse_metrics(metrics))
+    if not done:
+        return f"nothing written; rerun to measure {', '.join(left)}"
+    return f"kept {', '.join(done)}; " + (f"rerun with --metrics {','.join(left)} to measure the rest" if left
+                                          else "every metric was measured")

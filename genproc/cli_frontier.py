@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from genproc.cli_common import user_errors
+from genproc.cli_common import interrupts, user_errors
 from genproc.errors import GenprocError
 
 
@@ -69,7 +69,8 @@ def frontier_command(
     """FID against network calls per image: every run with every sampler its process supports (or --samplers) at each
     --calls target, plus its default full chain; writes <out>/frontier.md, frontier.json and frontier.png from every
     point measured into <out> so far (several invocations add up; a rerun measures only what is missing)."""
-    with user_errors():
+    with user_errors(), interrupts(lambda _: f"the points measured so far are kept in {out / 'points'}; rerun the same "
+                                             "command to measure the rest"):
         report = run_frontier(run_dirs, calls, out=out, samplers=samplers, n=n, seeds=seeds, n_ref=n_ref,
                               data_root=data_root, floor=floor, batch_size=batch_size,
                               inception_weights=inception_weights, cache_dir=cache_dir, extractor=extractor,

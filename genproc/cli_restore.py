@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 import typer
 
-from genproc.cli_common import user_errors
+from genproc.cli_common import interrupts, kept_in, now, user_errors
 from genproc.errors import GenprocError
 
 
@@ -81,7 +81,8 @@ def restore_command(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Training data (its mean spectrum is the reference of --level auto), if it moved."),
 ) -> None:
     """Deblur or super-resolve images: run the model's reverse chain from the level that matches their blur."""
-    with user_errors():
+    started = now()
+    with user_errors(), interrupts(lambda _: kept_in(out, started, "rerun to restore the images")):
         from genproc.progress import counter
         from genproc.restore import psnr_ssim, reference_power, restore
         from genproc.restore.baselines import run_baselines
@@ -103,9 +104,8 @@ def restore_command(
             ref_files = [reference / f.name for f in files]
             if missing := [str(p) for p in ref_files if not p.is_file()]:
                 raise GenprocError(f"no reference for {missing[0]} (expected the same file names in {reference})")
+            # resized to the model's size by the recipe's rule, as the inputs are (the record names each one)
             _, refs, ref_sizes = _read(ref_files, c, (h, w), rule, "reference")
-            if bad := [(f, s) for f, s in zip(ref_files, ref_sizes) if s is not None]:
-                raise GenprocError(f"reference {bad[0][0]} is {bad[0][1][0]}x{bad[0][1][1]}, the model's images are {h}x{w}")
         bar = counter("restoring", len(files) * n, progress=sys.stderr.isatty(), log=None)
         res = restore(run, y, level="auto" if level == "auto" else int(level), n=n, seed=seed, scale=scale, noise=noise,
                       batch_size=batch_size, progress=bar)
@@ -127,6 +127,7 @@ def restore_command(
             "images": [{"file": str(f), "resized_from": s, "level": int(k), "sigma_blur": float(sb), "noise": float(nz)}
                        for f, s, k, sb, nz in zip(files, sizes, res.levels, res.estimate.sigma_blur, res.estimate.noise)]}
         if refs is not None:
+            record["references"] = [{"file": str(f), "resized_from": s} for f, s in zip(ref_files, ref_sizes)]
             methods = {"input": res.inputs, "mean": res.mean, **base}
             metrics = {}
             for name, imgs in methods.items():
@@ -140,7 +141,9 @@ def restore_command(
                                       "'sample': over every restoration, 'mean': of each image's mean restoration")
         (out / "restore.json").write_text(json.dumps(record, indent=1))
     resized = sum(s is not None for s in sizes)
+    refs_resized = sum(s is not None for s in ref_sizes) if refs is not None else 0
     typer.echo(f"restored {len(files)} image(s) x {n} with {run_dir} (levels {sorted(set(res.levels.tolist()))})"
                + (f"; {resized} resized to {in_hw[0]}x{in_hw[1]} by '{rule}'" if resized else "")
+               + (f"; {refs_resized} reference(s) resized to {h}x{w} by '{rule}'" if refs_resized else "")
                + (" | " + ", ".join(f"{k} PSNR {v['psnr']:.2f} SSIM {v['ssim']:.3f}" for k, v in record["metrics"].items())
                   if "metrics" in record else "") + f" -> {out}")

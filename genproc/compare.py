@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from genproc import GenprocError, __version__
+from genproc.errors import Interrupted
 from genproc.metrics.evaluate import kid_spread
-from genproc.processes import canonical_name, name_of
+from genproc.processes import build_process, canonical_name, name_of
 from genproc.run import LoadedRun, load, with_sampling_where_known
 
 REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # default --recipes-dir (else ./recipes)
@@ -116,6 +117,7 @@ class Entry:
     row: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     more_records: list[list[dict[str, Any]]] = field(default_factory=list)  # the sample metrics at each further seed
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this process cannot give it (shown –)
 
 
 def measure_metrics(e: Entry) -> dict[str, Any]:
@@ -128,6 +130,7 @@ def measure_metrics(e: Entry) -> dict[str, Any]:
         values = [row[metric]] + [r["value"] for r in more if r["metric"] == metric]
         if len(values) > 1:
             row[f"{metric}_by_seed"], row[f"{metric}_mean"] = values, sum(values) / len(values)
+    row["unavailable"] = dict(e.unavailable)  # the table shows – there, the report a footnote
     for r in e.records:
         if r["metric"] == "kid":
             row.update(kid_std=r["std"], kid_one_subset=r.get("kid_one_subset", False))
@@ -178,6 +181,12 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("interp. path ratio px / shape", _pair("path_ratio_mean", "path_ratio_shape_mean")),
     ("grad. r50 / r90 px", _pair("grad_r50", "grad_r90")), ("grad. symmetry", _num("grad_symmetry", ".2f")),
 ]
+
+
+def footnotes(rows: list[dict[str, Any]]) -> list[str]:
+    """A note for each – that stands for a metric a process cannot give, naming why."""
+    return [f"– {m} of {r['process']}: process '{r['process']}' {why}, so the metric is not defined for it"
+            for r in rows for m, why in r.get("unavailable", {}).items()]
 
 
 def seed_range(values: Sequence[float] | None, fmt: str) -> str:
@@ -248,7 +257,9 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only DDPM); one that
     fits no run is an error. more_seeds: further sample seeds at which the sample metrics (fid, kid, prc) are evaluated
     again, so the table shows their spread (NLL, the grids and the analyses use ``seed``). n_nll: the test images the
-    NLL is measured on (default n; the ELBO costs a network call per sampled level and image)."""
+    NLL is measured on (default n; the ELBO costs a network call per sampled level and image). A metric a process
+    cannot give (nll without an ELBO) is found before any work and shown as – with a footnote naming why. Ctrl-C raises
+    :class:`genproc.errors.Interrupted` naming what was kept (trained runs, evaluation records)."""
     from genproc.api import train
     from genproc.engine.distributed import current
     from genproc.metrics import evaluate, parse_metrics
@@ -271,45 +282,72 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
         if bad:
             raise GenprocError(msg)
     fid = any(m in FIDELITY_METRICS for m in metric_list)  # weights: after the cheap checks, before the costly work
-    run_dirs = [Path(r) for r in runs or []]
-    if runs is None:
-        rdir = Path(recipes_dir or (REPO_RECIPES if REPO_RECIPES.is_dir() else "recipes"))
-        recipes, budget = _recipes(names, dataset or ("cifar10" if scale == "paper" else "mnist"), rdir, budget, overrides,
-                                   scale, recipe_paths)
-        if fid:
-            resolve_weights(extractor, inception_weights)
-        for name, r in zip(names, recipes):
-            r.train.max_steps = budget  # the shared budget, stated in the saved recipe
-            log(f"== {name}: training {r.name} to step {budget} in {out / 'runs' / name}")
-            run_dirs.append(train(r, out / "runs" / name, data_root=data_root, progress=progress, log=log).run_dir)
-    loaded = with_sampling_where_known([load(d, data_root=data_root) for d in run_dirs], sampling)
-    _check_same(names, [(r.run_dir, r.recipe) for r in loaded], dataset if runs is not None else None, "--runs")
-    if fid and runs is not None:
-        resolve_weights(extractor, inception_weights)
-    entries = []
-    for name, run in zip(names, loaded):
-        recs = []
-        for ms, size in ([(metric_list, n)] if n_nll in (None, n) else
-                         [([m for m in metric_list if m != "nll"], n), ([m for m in metric_list if m == "nll"], n_nll)]):
-            if ms:
-                log(f"== {name}: evaluating {', '.join(ms)} on {size} samples/images (seed {seed})")
-                recs += evaluate(run, ms, n=size, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
-                                 extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir,
-                                 progress=progress, log=log)
-        more = []
-        for s in more_seeds:
-            sample_metrics = [m for m in metric_list if m in FIDELITY_METRICS]
-            log(f"== {name}: evaluating {', '.join(sample_metrics)} on {n} samples (seed {s})")
-            more.append(evaluate(run, sample_metrics, n=n, n_ref=n_ref, seed=s, batch_size=batch_size, data_root=data_root,
-                                 extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir,
-                                 progress=progress, log=log) if sample_metrics else [])
-        run.prior_data()  # load the prior's data (if any) before timing the sampler
-        t0 = time.perf_counter()
-        res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
-        entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed, more_records=more))
-    return write_report(entries, out, {"budget_steps": budget, "n": n, "n_nll": n_nll or n, "n_ref": n_ref, "seed": seed,
-                                       "more_seeds": list(more_seeds), "metrics": metric_list,
-                                       "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
+    run_dirs, trained, kept = [Path(r) for r in runs or []], [], []  # kept: what a Ctrl-C leaves, a phrase each
+    try:
+        if runs is None:
+            rdir = Path(recipes_dir or (REPO_RECIPES if REPO_RECIPES.is_dir() else "recipes"))
+            recipes, budget = _recipes(names, dataset or ("cifar10" if scale == "paper" else "mnist"), rdir, budget,
+                                       overrides, scale, recipe_paths)
+            skip = _unavailable(names, [build_process(r.process) for r in recipes], metric_list, log)
+            if fid:
+                resolve_weights(extractor, inception_weights)
+            for name, r in zip(names, recipes):
+                r.train.max_steps = budget  # the shared budget, stated in the saved recipe
+                log(f"== {name}: training {r.name} to step {budget} in {out / 'runs' / name}")
+                trained.append(out / "runs" / name)
+                run_dirs.append(train(r, trained[-1], data_root=data_root, progress=progress, log=log).run_dir)
+        loaded = with_sampling_where_known([load(d, data_root=data_root) for d in run_dirs], sampling)
+        _check_same(names, [(r.run_dir, r.recipe) for r in loaded], dataset if runs is not None else None, "--runs")
+        if runs is not None:
+            skip = _unavailable(names, [r.process for r in loaded], metric_list, log)
+            if fid:
+                resolve_weights(extractor, inception_weights)
+        entries = []
+        for name, run in zip(names, loaded):
+            mine = [m for m in metric_list if m not in skip[name]]  # what this process can give
+            recs = []
+            for ms, size in ([(mine, n)] if n_nll in (None, n) else
+                             [([m for m in mine if m != "nll"], n), ([m for m in mine if m == "nll"], n_nll)]):
+                if ms:
+                    log(f"== {name}: evaluating {', '.join(ms)} on {size} samples/images (seed {seed})")
+                    recs += evaluate(run, ms, n=size, n_ref=n_ref, seed=seed, batch_size=batch_size, data_root=data_root,
+                                     extractor=extractor, inception_weights=inception_weights, cache_dir=cache_dir,
+                                     progress=progress, log=log)
+                    kept.append(f"{', '.join(ms)} of {name} in {run.run_dir / 'eval'}")
+            more = []
+            sample_metrics = [m for m in mine if m in FIDELITY_METRICS]
+            for s in more_seeds:
+                log(f"== {name}: evaluating {', '.join(sample_metrics)} on {n} samples (seed {s})")
+                more.append(evaluate(run, sample_metrics, n=n, n_ref=n_ref, seed=s, batch_size=batch_size,
+                                     data_root=data_root, extractor=extractor, inception_weights=inception_weights,
+                                     cache_dir=cache_dir, progress=progress, log=log) if sample_metrics else [])
+                kept += [f"{', '.join(sample_metrics)} of {name} at seed {s} in {run.run_dir / 'eval'}"] if sample_metrics else []
+            run.prior_data()  # load the prior's data (if any) before timing the sampler
+            t0 = time.perf_counter()
+            res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
+            entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed, more_records=more,
+                                 unavailable=skip[name]))
+        return write_report(entries, out, {"budget_steps": budget, "n": n, "n_nll": n_nll or n, "n_ref": n_ref,
+                                           "seed": seed, "more_seeds": list(more_seeds), "metrics": metric_list,
+                                           "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
+    except KeyboardInterrupt as e:  # say what was kept: the trained runs (their checkpoints) and the records written
+        from genproc.engine.checkpoint import list_checkpoints
+
+        runs_kept = [f"run {d}" for d in trained if list_checkpoints(d)]
+        raise Interrupted([*runs_kept, *kept, *(e.kept if isinstance(e, Interrupted) else [])], ["report"]) from e
+
+
+def _unavailable(names: list[str], processes: list[Any], metrics: list[str],
+                 log: Callable[[str], Any]) -> dict[str, dict[str, str]]:
+    """Per process name, each requested metric its process cannot give -> why (asked before any work: nothing is
+    trained, sampled or evaluated for it; the report shows – there with a footnote)."""
+    from genproc.metrics.evaluate import unavailable
+
+    skip = {name: unavailable(p, metrics) for name, p in zip(names, processes)}
+    for name, bad in skip.items():
+        for m, why in bad.items():
+            log(f"== {name}: {m} not available (process '{name}' {why}); the report shows – there")
+    return skip
 
 
 def write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -337,7 +375,7 @@ def _write_report(entries: list[Entry], out: Path, settings: dict[str, Any]) -> 
     files = {k: v for fig in FIGURES for k, v in fig(entries, out).items()}
     rows = [e.row for e in entries]
     report = {"dataset": entries[0].run.recipe.data.name, **settings, "columns": [h for h, _ in COLUMNS], "rows": rows,
-              "table": markdown_table(rows), "records": {e.name: e.records for e in entries},
+              "table": markdown_table(rows), "footnotes": footnotes(rows), "records": {e.name: e.records for e in entries},
               "records_more_seeds": {e.name: e.more_records for e in entries if e.more_records}, "files": files,
               "genproc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -361,7 +399,8 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         f"genproc {report['genproc_version']}, {report['created']}.",
         *[f"Sampling settings changed for {k}: {', '.join(f'{a}={b}' for a, b in v.items())}."
           for k, v in report.get("sample_overrides", {}).items() if v],
-        "", report["table"], "", *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
+        "", report["table"], "", *[f"- {note}" for note in report.get("footnotes", [])],
+        *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
         f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "
         f"({entries[0].sample.images.shape[0]} images in one batch, trajectory captured).", "",
         f"## Samples (same seed; left to right: {order})", "", "![samples](samples.png)", "",

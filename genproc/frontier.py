@@ -150,7 +150,7 @@ def frontier_table(points: Sequence[dict[str, Any]], calls: Sequence[int]) -> st
     for p in points:
         rows.setdefault((row_label(p, points), variant_label(p["sampler"], p["settings"])), {}) \
             .setdefault(p["target"], []).append(p)
-    cols = [*sorted(calls), None]
+    cols = [*sorted(calls)] + ([None] if any(p["target"] is None for p in points) else [])  # full chains, if any
     head = "| process | sampler | " + " | ".join(f"{c} calls" if c else "full chain" for c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     for (label, sampler), cells in rows.items():

@@ -52,6 +52,7 @@ class DataConfig:
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
     hflip: bool = False  # random horizontal flips during training
     max_images: int | None = None  # use only the first N training images (tiny runs, tests)
+    max_upscale: float = 4.0  # folder images: refuse one the resize would enlarge more than this (a 1x1 icon, a thumbnail)
     num_workers: int | str = "auto"  # DataLoader workers for file-backed data sets; auto: the CPUs per rank, at most 8
 
     @property
@@ -63,6 +64,8 @@ class DataConfig:
         as_hw(self.image_size)  # a positive int or a pair of them, else one clear error
         if self.resize not in ("crop", "pad", "stretch"):
             raise GenprocError(f"recipe field 'data.resize': expected crop|pad|stretch, got {self.resize!r}")
+        if not self.max_upscale >= 1:
+            raise GenprocError(f"recipe field 'data.max_upscale': expected a number >= 1, got {self.max_upscale!r}")
         if not (self.num_workers == "auto" or (isinstance(self.num_workers, int) and self.num_workers >= 0)):
             raise GenprocError(f"recipe field 'data.num_workers': expected auto or an integer >= 0, got {self.num_workers!r}")
 
@@ -75,7 +78,13 @@ class TrainConfig:
     lr: float = 2e-4  # Adam learning rate after warm-up
     warmup_steps: int = 5000  # linear warm-up from 0 to lr (paper App. B.1)
     grad_clip: float = 1.0  # global grad-norm clip (paper App. B.1)
-    ema: float = 0.999  # EMA decay of the weights used for sampling
+    ema: float = 0.999  # EMA decay of the weights used for sampling (with ema_warmup: the most the ramp reaches)
+    # EMA warm-up: the decay after s updates is min(ema, 1 - (1 + s / ema_warmup_gamma) ** -ema_warmup_power), 0 at the
+    # first, so a short run samples from its trained weights (timm's ModelEmaV3 use_warmup, diffusers' EMAModel
+    # use_ema_warmup; both default to gamma 1, power 2/3). A run recorded without this key had none and keeps none.
+    ema_warmup: bool = True
+    ema_warmup_gamma: float = 1.0
+    ema_warmup_power: float = 2 / 3
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     precision: str = "fp32"  # fp32 | bf16 | fp16
@@ -109,6 +118,9 @@ class TrainConfig:
                      "max_nonfinite_steps"):
             if getattr(self, name) < (0 if name in ("max_steps", "eval_every") else 1):
                 raise GenprocError(f"recipe field 'train.{name}': expected a positive integer, got {getattr(self, name)}")
+        for name in ("ema_warmup_gamma", "ema_warmup_power"):
+            if not getattr(self, name) > 0:
+                raise GenprocError(f"recipe field 'train.{name}': expected a number > 0, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.ema < 1 or self.grad_clip <= 0:
             raise GenprocError(f"recipe fields 'train.lr' > 0, 0 <= 'train.ema' < 1, 'train.grad_clip' > 0 expected, "
                                f"got {self.lr}, {self.ema}, {self.grad_clip}")
@@ -313,8 +325,49 @@ def _sampler_config(values: Any) -> Any:
     return _registered("sampler", values, {n: samplers.lookup(n).config_cls for n in samplers.registered()})
 
 
+# Keys added after runs were recorded, each with the value that reproduces what a run recorded without it did: a
+# stored recipe (a checkpoint's meta.json) lacking the key reads with this value (:func:`stored_recipe`), and resuming
+# such a run keeps it (:func:`keep_recorded`); a new recipe gets the field's default. ``train.ema_warmup``: runs before
+# it averaged with the constant decay ``train.ema`` from the first step.
+_ADDED_KEYS: dict[tuple[str, str], Any] = {("train", "ema_warmup"): False}
+
+
+def _recorded_values(d: Any) -> Any:
+    """A stored recipe dict with each of :data:`_ADDED_KEYS` it lacks set to the value its run was trained with."""
+    if not isinstance(d, dict):
+        return d
+    out = dict(d)
+    for (section, key), value in _ADDED_KEYS.items():
+        values = out.get(section)
+        if isinstance(values, dict) and key not in values:
+            out[section] = {**values, key: value}
+    return out
+
+
+def stored_recipe(d: dict[str, Any]) -> Recipe:
+    """The recipe a run was trained with, from its stored dict (a checkpoint's ``meta["recipe"]``): as
+    :func:`recipe_from_dict`, but a key added to genproc after the run was recorded reads as what the run did (no EMA
+    warm-up for a run recorded before ``train.ema_warmup``), not as today's default."""
+    return recipe_from_dict(_recorded_values(d))
+
+
+def keep_recorded(recipe: Recipe, stored: dict[str, Any]) -> tuple[Recipe, list[str]]:
+    """``recipe`` resuming a run whose stored recipe dict is ``stored``: each key added after the run was recorded
+    (absent from ``stored``) set to what the run did, so the resumed run keeps its recorded behaviour; also the
+    ``section.key=value`` settings so kept (none: ``recipe`` itself)."""
+    kept = {(s, k): v for (s, k), v in _ADDED_KEYS.items()
+            if isinstance(stored.get(s), dict) and k not in stored[s] and getattr(getattr(recipe, s), k) != v}
+    if not kept:
+        return recipe, []
+    d = recipe.to_dict()
+    for (section, key), value in kept.items():
+        d[section][key] = value
+    return recipe_from_dict(d), [f"{s}.{k}={json.dumps(v)}" for (s, k), v in kept.items()]
+
+
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    """Validate a nested dict (as read from YAML) into a :class:`Recipe`."""
+    """Validate a nested dict (as read from YAML) into a :class:`Recipe` (a recipe stored by a run:
+    :func:`stored_recipe`)."""
     from genproc.nets import NETS
 
     if not isinstance(d, dict):
@@ -384,7 +437,15 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
     try:
         d = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise GenprocError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if getattr(e, "context", None) and ctx is not None:  # e.g. "while parsing a flow sequence" opened earlier
+            what += f" ({e.context} started at line {ctx.line + 1}, column {ctx.column + 1})"  # type: ignore[attr-defined]
+        raise GenprocError(f"recipe {path} is not valid YAML{where}: {what}") from None
+    if d is not None and not isinstance(d, dict):
+        raise GenprocError(f"recipe {path} must be a YAML mapping of sections (data:, process:, net:, train:, "
+                           f"sample:), got a {type(d).__name__}")
     return d or {}
 
 

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,8 +23,9 @@ from genproc.engine.distributed import current, pick_device
 from genproc.engine.sampler import SampleResult, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net
-from genproc.processes import ForwardProcess, build_process, name_of
-from genproc.recipe import Recipe, build_dataclass, parse_sampling, recipe_from_dict
+from genproc.plugins import HINT
+from genproc.processes import ForwardProcess, build_process, canonical_name, name_of, registered
+from genproc.recipe import Recipe, build_dataclass, parse_sampling, recipe_from_dict, stored_recipe
 from genproc.samplers import Sampler, check, for_process, lookup, settings
 from genproc.samplers import name_of as sampler_name
 from genproc.samplers import supported as supported_samplers
@@ -187,7 +190,8 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
     path = ckpt.resolve_checkpoint(run_dir, None if checkpoint is None else str(checkpoint),
                                    files=(f"{weights}.safetensors",))  # only the weights it reads need be intact
     meta = ckpt.load_meta(path)
-    recipe = recipe_from_dict(meta["recipe"])
+    _check_process_known(meta["recipe"], run_dir)
+    recipe = stored_recipe(meta["recipe"])
     dev = pick_device(device, current())  # under torchrun: this rank's GPU
     net = build_net(recipe.net, recipe.data.channels, recipe.data.image_hw)
     try:
@@ -200,6 +204,19 @@ def load(run_dir: str | Path, *, checkpoint: str | int | None = None, weights: s
         ckpt.verify_checkpoint(path, (ckpt.STATS_FILE,)) is None else None
     return LoadedRun(run_dir, recipe, process, net, int(meta["step"]), path, dev, data_root,
                      stored_prior=_stored_prior(process, path), data_stats=stats)
+
+
+def _check_process_known(recipe: Any, run_dir: Path) -> None:
+    """A run of a process not registered here (one a plugin registers) is one line saying so. The code is never
+    imported on the run's word: the user names it (``--plugin`` / ``$GENPROC_PLUGINS``, or imports it in Python)."""
+    section = recipe.get("process") if isinstance(recipe, dict) else None
+    name = section.get("name") if isinstance(section, dict) else None
+    if name is None:
+        return  # a malformed recipe: the recipe loader names the field
+    try:
+        canonical_name(str(name))
+    except GenprocError:
+        raise GenprocError(f"unknown process '{name}' in {run_dir} (known: {', '.join(registered())}); {HINT}") from None
 
 
 def _stored_prior(process: ForwardProcess, path: Path) -> Any:
@@ -223,12 +240,16 @@ def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | 
     when ``recompute_prior``: e.g. a checkpoint written before the prior's compression improved), and the recipe
     (``data.root`` cleared: a path on this machine), as the run dir ``out_dir`` that :func:`load`, ``genproc sample``,
     ``restore``, ``evaluate`` and ``compare`` read with no training data (evaluation reads the test set). Returns the
-    release's checkpoint folder."""
+    release's checkpoint folder. The release is written into a temporary sibling folder and renamed into place once
+    complete (as checkpoints are), so an export that fails or is killed leaves no ``out_dir`` that looks complete."""
     if dtype not in EXPORT_DTYPES:
         raise GenprocError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     out_dir = Path(out_dir)
     if ckpt.list_checkpoints(out_dir):
         raise GenprocError(f"{out_dir} already holds a model; choose another output folder or remove it first")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise GenprocError(f"{out_dir} exists and is not an empty folder; export writes a new folder (choose another "
+                           "output folder or remove it first)")
     run = load(run_dir, checkpoint=checkpoint, data_root=data_root, device="cpu")
     stats = run.data_stats
     if stats is None:
@@ -245,10 +266,19 @@ def export(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str | int | 
     recipe["data"]["root"] = None
     from genproc.recipe import recipe_to_yaml
 
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-export-{os.getpid()}"
     try:
-        path = ckpt.export_checkpoint(run.checkpoint, out_dir, dtype=EXPORT_DTYPES[dtype], prior=prior, stats=stats,
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-export-*"):  # left by a killed export
+            shutil.rmtree(stale, ignore_errors=True)
+        path = ckpt.export_checkpoint(run.checkpoint, tmp, dtype=EXPORT_DTYPES[dtype], prior=prior, stats=stats,
                                       recipe=recipe)
-        (out_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe_from_dict(recipe)))
+        (tmp / "recipe.yaml").write_text(recipe_to_yaml(recipe_from_dict(recipe)))
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty (checked above): the complete release takes its place
+        os.rename(tmp, out_dir)
     except OSError as e:
         raise GenprocError(f"cannot write {out_dir}: {e.strerror or e} ({e.filename or out_dir})") from None
-    return path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else what a failure or Ctrl-C left
+    return out_dir / path.relative_to(tmp)

@@ -251,3 +251,41 @@ def test_in_memory_set_on_another_device_gives_the_same_batches():
     idx = torch.tensor([3, 0, 19, 3])
     assert torch.equal(moved.get_batch(idx), data.get_batch(idx)) and moved.images.dtype == data.images.dtype
     assert moved is not data and on_training_device(data, "cpu") is data and on_training_device(data, None) is data
+
+
+@pytest.mark.parametrize("kind", ["digits", "folder", "folder-lazy"])
+def test_every_data_set_offers_what_prior_documents(tmp_path, monkeypatch, kind):
+    """ForwardProcess.prior's docstring tells a process author what ``data`` offers; every data set kind keeps it:
+    len, get_batch(int64 (B,)) -> (B, C, H, W) float32 in [0, 1], data[i] (its row), channels, image_hw."""
+    if kind == "digits":
+        ds = build_dataset(DataConfig(name="digits", image_size=16))
+    else:
+        make_image_folder(tmp_path)
+        if kind == "folder-lazy":
+            monkeypatch.setattr(folder_mod, "CACHE_MAX_IMAGES", 0)
+        ds = build_dataset(DataConfig(name="folder", image_size=(12, 16), channels=3), data_root=str(tmp_path))
+    idx = torch.tensor([len(ds) - 1, 0, 2], dtype=torch.int64)
+    x = ds.get_batch(idx)
+    assert x.shape == (3, ds.channels, *ds.image_hw) and x.dtype == torch.float32
+    assert 0 <= float(x.min()) and float(x.max()) <= 1 and len(ds) >= 3
+    torch.testing.assert_close(x[1], ds[0], rtol=0, atol=0)
+    torch.testing.assert_close(x[0], ds[len(ds) - 1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_far_smaller_image_is_refused_not_blown_up(tmp_path, monkeypatch, lazy):
+    """A 1x1 image in a folder for 32x32 is refused with its name and size (in memory: when the set is built; lazy:
+    when it is read); raising data.max_upscale lets it through; a 2x enlargement passes by default."""
+    if lazy:
+        monkeypatch.setattr(folder_mod, "CACHE_MAX_IMAGES", 0)
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(tmp_path / "ok.png")
+    Image.fromarray(np.full((1, 1, 3), 90, np.uint8)).save(tmp_path / "tiny.png")
+    cfg = DataConfig(name="folder", image_size=32, channels=3)
+    with pytest.raises(GenprocError, match=r"tiny.png is 1x1: fitting it to 32x32 by 'crop' would enlarge it 32.0x, "
+                                           r"more than data.max_upscale = 4"):
+        ds = build_dataset(cfg, data_root=str(tmp_path))
+        ds.get_batch(torch.arange(len(ds)))
+    ds = build_dataset(DataConfig(name="folder", image_size=32, channels=3, max_upscale=32), data_root=str(tmp_path))
+    assert ds.get_batch(torch.arange(2)).shape == (2, 3, 32, 32)
+    with pytest.raises(GenprocError, match="data.max_upscale': expected a number >= 1"):
+        DataConfig(max_upscale=0.5).validate()

@@ -161,3 +161,104 @@ def test_slow_precision_warning_only_without_native_kernels(monkeypatch, request
     for p in ("bf16", "fp16"):
         msg = slow_precision_warning(cpu, p)
         assert (msg is None) if native else (p in msg and "slower than fp32" in msg and "\n" not in msg)
+
+
+# ------------------------------------------------------------------ EMA warm-up (issue 21)
+def _ckpt_file(run_dir, step, which):
+    return load_file(str(run_dir / "checkpoints" / f"step_{step:08d}" / f"{which}.safetensors"))
+
+
+def _sq_dist(a, b):
+    return sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a if a[k].is_floating_point())
+
+
+def test_ema_after_a_short_run_is_nearer_the_trained_weights_than_the_initial_ones(tmp_path, tiny_dict):
+    """With the default warm-up the EMA of a 12-step run sits by the trained weights; with the constant decay 0.999 from
+    step 0 (what runs did before) it is still ~99% the initial net, nearer those."""
+    from genproc.nets import build_net
+
+    tiny_dict["train"].update(max_steps=12, checkpoint_every=12, lr=1e-2, warmup_steps=1, ema=0.999)
+    r = recipe_from_dict(tiny_dict)
+    assert r.train.ema_warmup  # the default of a new recipe
+    torch.manual_seed(r.seed)  # the trainer builds its initial net from the recipe's seed
+    init = build_net(r.net, r.data.channels, r.data.image_hw).state_dict()
+    for warmup, nearer_trained in ((True, True), (False, False)):
+        tiny_dict["train"]["ema_warmup"] = warmup
+        run = tmp_path / str(warmup)
+        train(recipe_from_dict(tiny_dict), run, progress=False, log=lambda *_: None)
+        raw, ema = _ckpt_file(run, 12, "model"), _ckpt_file(run, 12, "ema")
+        assert _sq_dist(raw, init) > 0
+        assert (_sq_dist(ema, raw) < _sq_dist(ema, init)) is nearer_trained, warmup
+
+
+def test_ema_warmup_decay_is_timms_ramp_from_the_global_step(tmp_path, tiny_dict):
+    """EMA after update 1 = the weights after step 1 (decay 0); after update 2 = d W1 + (1 - d) W2 with
+    d = 1 - (1 + 1/gamma)^-power (timm ModelEmaV3 / diffusers EMAModel warm-up), capped at train.ema."""
+    tiny_dict["train"].update(max_steps=2, checkpoint_every=1, keep_checkpoints=5, ema_warmup_gamma=2.0,
+                              ema_warmup_power=0.5)
+    train(recipe_from_dict(tiny_dict), tmp_path, progress=False, log=lambda *_: None)
+    w1, w2, e1, e2 = (_ckpt_file(tmp_path, s, w) for s, w in ((1, "model"), (2, "model"), (1, "ema"), (2, "ema")))
+    d = 1 - (1 + 1 / 2.0) ** -0.5  # 0.18 < ema 0.999
+    for k in w1:
+        torch.testing.assert_close(e1[k], w1[k], rtol=0, atol=1e-7)
+        torch.testing.assert_close(e2[k], d * w1[k] + (1 - d) * w2[k], rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_recorded_before_the_ema_warmup_resumes_without_it(tmp_path, tiny_dict):
+    """A stored recipe without train.ema_warmup reads as warm-up off (what such a run did), a new one as on; resuming
+    such a run with today's default recipe keeps its constant-decay EMA, bit-equal to an uninterrupted run of it."""
+    import genproc
+    from genproc.recipe import Recipe, stored_recipe
+
+    old = {k: v for k, v in tiny_dict.items()}
+    old["train"] = {k: v for k, v in tiny_dict["train"].items() if not k.startswith("ema_warmup")}
+    assert stored_recipe(old).train.ema_warmup is False
+    assert recipe_from_dict(old).train.ema_warmup is True and Recipe().train.ema_warmup is True
+    assert stored_recipe({**old, "train": {**old["train"], "ema_warmup": True}}).train.ema_warmup is True
+
+    tiny_dict["train"].update(max_steps=4, ema_warmup=False)
+    whole, old_run = tmp_path / "whole", tmp_path / "old"
+    train(recipe_from_dict(tiny_dict), whole, progress=False, log=lambda *_: None)
+    train(recipe_from_dict(tiny_dict), old_run, max_steps=2, progress=False, log=lambda *_: None)
+    meta_path = old_run / "checkpoints" / "step_00000002" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("ema_warmup", "ema_warmup_gamma", "ema_warmup_power"):  # as written before these keys existed
+        del meta["recipe"]["train"][key]
+    meta_path.write_text(json.dumps(meta))
+    assert genproc.load(old_run).recipe.train.ema_warmup is False
+    del tiny_dict["train"]["ema_warmup"]  # today's default: on
+    logs: list[str] = []
+    train(recipe_from_dict(tiny_dict), old_run, progress=False, log=logs.append)
+    assert any("recorded before train.ema_warmup existed" in m and "train.ema_warmup=false" in m for m in logs), logs
+    a, b = _ckpt_file(whole, 4, "ema"), _ckpt_file(old_run, 4, "ema")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((old_run / "checkpoints" / "step_00000004" / "meta.json").read_text())["recipe"]["train"]["ema_warmup"] is False
+
+
+@pytest.mark.parametrize("key, value, expected", [("ema_warmup_power", 0, "expected a number > 0, got 0"),
+                                                  ("ema_warmup_gamma", -1.0, "expected a number > 0, got -1.0"),
+                                                  ("ema_warmup", "yes", "expected true/false, got 'yes'")])
+def test_bad_ema_warmup_values_name_the_field(tiny_dict, key, value, expected):
+    from genproc.errors import GenprocError
+
+    tiny_dict["train"][key] = value
+    with pytest.raises(GenprocError) as e:
+        recipe_from_dict(tiny_dict)
+    assert f"'train.{key}'" in str(e.value) and expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_stored_prior_line_is_logged_only_when_a_prior_is_written(tmp_path, tiny_dict, monkeypatch):
+    """IHDM writes prior.safetensors and says so; a process whose prior_state gives None writes none and says that."""
+    from genproc.processes.heat import HeatProcess
+
+    tiny_dict["train"].update(max_steps=2)
+    for gives_none in (False, True):
+        if gives_none:
+            monkeypatch.setattr(HeatProcess, "prior_state", lambda self, data: None)
+        logs: list[str] = []
+        run = tmp_path / str(gives_none)
+        train(recipe_from_dict(tiny_dict), run, progress=False, log=logs.append)
+        written = (run / "checkpoints" / "step_00000002" / "prior.safetensors").exists()
+        said = [m for m in logs if "written into every checkpoint as prior.safetensors" in m]
+        assert written is (not gives_none) and len(said) == (0 if gives_none else 1), logs
+        assert any(m.startswith("no stored prior") for m in logs) is gives_none, logs

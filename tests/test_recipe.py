@@ -93,3 +93,22 @@ def test_bad_values_name_the_field(tiny_dict):
     tiny_dict["train"]["precision"] = "fp8"
     with pytest.raises(GenprocError, match=r"'train.precision': expected fp32\|bf16\|fp16"):
         recipe_from_dict(tiny_dict)
+
+
+@pytest.mark.parametrize("text,where", [
+    ("name: x\ndata:\n  name: digits\n  image_size: [16, 16\ntrain:\n  lr: 1\n",
+     "at line 5, column 6: expected ',' or ']', but got ':' (while parsing a flow sequence started at line 4, column 15)"),
+    ("name: x\ndata:\n name: digits\n  image_size: 16\n", "at line 4, column 13: mapping values are not allowed here"),
+])
+def test_a_yaml_syntax_error_names_line_and_column(tmp_path, text, where):
+    from conftest import one_line_error
+    from typer.testing import CliRunner
+
+    from genproc.cli import app
+
+    (tmp_path / "r.yaml").write_text(text)
+    one_line_error(CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--dry-run"]),
+                   f"recipe {tmp_path / 'r.yaml'} is not valid YAML {where}")
+    (tmp_path / "list.yaml").write_text("- data\n- train\n")
+    with pytest.raises(GenprocError, match="must be a YAML mapping of sections .* got a list"):
+        load_recipe(tmp_path / "list.yaml")

@@ -212,8 +212,38 @@ def test_restore_command_errors(tiny_runs, tmp_path):
     (tmp_path / "empty").mkdir()
     one_line_error(run(app, ["restore", str(tiny_runs["heat"]), str(tmp_path / "empty"), "--out", str(tmp_path / "o")]),
                    "holds no images")
-    big = tmp_path / "big"
-    save_pngs(torch.rand(3, 1, 12, 12), big, names=["im0", "im1", "im2"])
+    missing = tmp_path / "missing"
+    save_pngs(torch.rand(2, 1, 8, 8), missing, names=["im0", "im1"])
     one_line_error(run(app, ["restore", str(tiny_runs["heat"]), str(blur), "--out", str(tmp_path / "o"), "--reference",
-                             str(big)]), "reference", "12x12", "8x8")
+                             str(missing)]), "no reference for", "im2.png")
     assert not (tmp_path / "o").exists()
+
+
+def test_restore_resizes_references_like_its_inputs(tiny_runs, tmp_path):
+    """References at another size than the model's are resized by the recipe's rule, as the inputs are, and the
+    record names each one's original size; the PSNR is against the resized references."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from genproc.data.folder import as_float, load_image
+    from genproc.run import load
+
+    blur, ref = _images(tmp_path, tiny_runs["heat"])
+    big = tmp_path / "big"
+    names = [f"im{i}" for i in range(3)]
+    x = torch.stack([as_float(load_image(ref / f"{m}.png", 1, 8)) for m in names])
+    save_pngs(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), big, names=names)
+    got = {}
+    for name, folder in (("orig", ref), ("big", big)):
+        r = CliRunner().invoke(app, ["restore", str(tiny_runs["heat"]), str(blur), "--out", str(tmp_path / name),
+                                     "--n", "1", "--reference", str(folder)])
+        assert r.exit_code == 0, r.output
+        got[name] = json.loads((tmp_path / name / "restore.json").read_text())
+    assert "3 reference(s) resized to 8x8" in r.output
+    assert [q["resized_from"] for q in got["big"]["references"]] == [[16, 16]] * 3
+    assert [q["resized_from"] for q in got["orig"]["references"]] == [None] * 3
+    rule = load(tiny_runs["heat"]).recipe.data.resize
+    want = np.mean([peak_signal_noise_ratio(as_float(load_image(big / f"{m}.png", 1, 8, rule)).double().numpy(),
+                                            as_float(load_image(blur / f"{m}.png", 1, 8)).double().numpy(),
+                                            data_range=1.0) for m in names])
+    assert got["big"]["metrics"]["input"]["psnr"] == pytest.approx(want, abs=1e-3)
+    assert abs(got["big"]["metrics"]["input"]["psnr"] - got["orig"]["metrics"]["input"]["psnr"]) < 1.5  # same images

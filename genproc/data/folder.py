@@ -23,6 +23,9 @@ gray, float) keep float32 precision.
 Splits: ``train`` reads ``<root>/train`` if it exists, else all of ``<root>`` except
 ``<root>/test``; ``test`` reads ``<root>/test``.
 
+An image the rule would enlarge more than ``data.max_upscale`` (default 4: a 1 x 1 icon or a thumbnail in a folder
+of photos) is refused with its name and size, never blown up without a word.
+
 Small sets (at most ``CACHE_MAX_IMAGES`` images and H, W <= ``CACHE_MAX_SIZE``)
 are decoded once into memory (uint8, or float32 when any file is deeper than 8
 bits), which also checks every file up front; larger sets are read lazily, with
@@ -96,14 +99,28 @@ def fit(values: np.ndarray, hw: tuple[int, int], rule: str) -> np.ndarray:
     return out
 
 
-def load_image(path: Path, channels: int, hw: int | tuple[int, int], rule: str = "crop") -> Tensor:
+def upscale(h: int, w: int, hw: tuple[int, int], rule: str) -> float:
+    """How much ``rule`` enlarges an h x w image to fit (H, W) = ``hw`` (< 1: it shrinks): the larger axis factor for
+    crop and stretch, the smaller for pad."""
+    H, W = hw
+    return min(H / h, W / w) if rule == "pad" else max(H / h, W / w)
+
+
+def load_image(path: Path, channels: int, hw: int | tuple[int, int], rule: str = "crop",
+               max_upscale: float | None = None) -> Tensor:
     """Decode ``path`` to ``(channels, H, W)``, resized by ``rule`` (crop | pad | stretch); ``hw``: H = W or (H, W).
+    ``max_upscale``: refuse (GenprocError naming the file) an image the rule would enlarge more than this.
 
     Returns uint8 in ``[0, 255]`` for files of at most 8 bits per sample (resized values rounded,
     the file's precision), else float32 in ``[0, 1]`` at full precision.
     """
     size = as_hw(hw)
     values, bits = read_image(path, size, rule)  # (c, h, w) float32 in [0, 1]
+    if max_upscale is not None and (f := upscale(*values.shape[1:], size, rule)) > max_upscale:
+        h, w = values.shape[1:]
+        raise GenprocError(f"image {path} is {h}x{w}: fitting it to {size[0]}x{size[1]} by '{rule}' would enlarge it "
+                           f"{f:.1f}x, more than data.max_upscale = {max_upscale:g} (remove or resize it, or raise "
+                           f"data.max_upscale)")
     if channels < values.shape[0]:  # fewer planes to resize: convert first
         values = to_channels(torch.from_numpy(values)[None], channels)[0].numpy()
     x = torch.from_numpy(fit(values, size, rule))  # (c, H, W)
@@ -122,16 +139,17 @@ class FolderDataset(ImageDataset):
     in_memory = False
 
     def __init__(self, files: list[Path], name: str, root: str, split: str, channels: int,
-                 image_size: int | tuple[int, int], resize: str = "crop") -> None:
+                 image_size: int | tuple[int, int], resize: str = "crop", max_upscale: float | None = None) -> None:
         super().__init__(name, root, split, channels, image_size)
         self.files = files
         self.resize = resize
+        self.max_upscale = max_upscale
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Tensor:
-        return as_float(load_image(self.files[i], self.channels, self.image_hw, self.resize))
+        return as_float(load_image(self.files[i], self.channels, self.image_hw, self.resize, self.max_upscale))
 
 
 def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
@@ -168,8 +186,9 @@ def load_folder(cfg: DataConfig, split: str, root: str) -> ImageDataset:
     if cached is not None:  # 'genproc cache': memory-mapped, no decoding
         return TensorImageDataset(cached, name=cfg.name, root=root, split=split)
     if len(files) > CACHE_MAX_IMAGES or max(cfg.image_hw) > CACHE_MAX_SIZE:
-        return FolderDataset(files, cfg.name, root, split, cfg.channels, cfg.image_hw, cfg.resize)
-    decode = functools.partial(load_image, channels=cfg.channels, hw=cfg.image_hw, rule=cfg.resize)
+        return FolderDataset(files, cfg.name, root, split, cfg.channels, cfg.image_hw, cfg.resize, cfg.max_upscale)
+    decode = functools.partial(load_image, channels=cfg.channels, hw=cfg.image_hw, rule=cfg.resize,
+                               max_upscale=cfg.max_upscale)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL releases the GIL
         images = list(pool.map(decode, files))
     if any(x.dtype != torch.uint8 for x in images):  # a deeper file: keep every image in float32

@@ -1,8 +1,9 @@
 """The one training loop, for every process (it never asks which one).
 
-Adam with linear warm-up, grad-norm clipping, EMA (timm), fp32/bf16/fp16 autocast (GradScaler for fp16), DDP
-under torchrun, atomic checkpoints with bit-exact resume, SIGINT/SIGTERM -> checkpoint and exit, a progress
-counter + metrics.jsonl (+ TensorBoard if installed), sample grids and generation GIFs from the EMA weights.
+Adam with linear warm-up, grad-norm clipping, EMA (timm, its decay warmed up), fp32/bf16/fp16 autocast (GradScaler
+for fp16), DDP under torchrun, atomic checkpoints with bit-exact resume, one trainer per run dir (an OS lock,
+:mod:`genproc.engine.runlock`), SIGINT/SIGTERM -> checkpoint and exit, a progress counter + metrics.jsonl (+ TensorBoard
+if installed), sample grids and generation GIFs from the EMA weights.
 
 Read top-down: :func:`train` drives a :class:`Trainer`, whose parts are :meth:`Trainer.resume` (build/resume),
 :meth:`Trainer.step` (one optimisation step), :meth:`Trainer.log_step`, :meth:`Trainer.save` (checkpoint),
@@ -30,13 +31,14 @@ from genproc.engine.batches import EpochOrder, batch_iterator, local_slice, step
 from genproc.engine.checkpoint import list_checkpoints, load_meta, load_state, load_weights, resolve_checkpoint, save_checkpoint
 from genproc.engine.distributed import DistInfo, barrier, current, init_distributed, mean_across, pick_device, shutdown
 from genproc.engine.media import save_gif, save_grid
+from genproc.engine.runlock import RunLock, lock_run_dir
 from genproc.engine.sampler import autocast, generate, slow_precision_warning
 from genproc.errors import GenprocError
 from genproc.nets import build_net, count_parameters
 from genproc.processes import ForwardProcess, build_process
 from genproc.processes.dct import mean_power
 from genproc.progress import counter
-from genproc.recipe import Recipe, recipe_from_dict, recipe_to_yaml
+from genproc.recipe import Recipe, TrainConfig, keep_recorded, recipe_to_yaml, stored_recipe
 from genproc.samplers import for_process
 from genproc.seeding import derive_seed
 
@@ -70,7 +72,7 @@ def data_statistics(data: Any) -> dict[str, torch.Tensor]:
 
 def check_same_recipe(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
     """Refuse to resume a run with a recipe that changes the model or the optimisation (names compared canonical)."""
-    a, b = _flatten(recipe_from_dict(saved).to_dict()), _flatten(current)
+    a, b = _flatten(stored_recipe(saved).to_dict()), _flatten(current)
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_CHANGES or key == "name":
             continue
@@ -139,7 +141,7 @@ class Trainer:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cuda and tc.tf32 != "off":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.ema = ModelEmaV3(self.net, decay=tc.ema)
+        self.ema = _ema(self.net, tc)
         fused = tc.fused_adam == "on" or (tc.fused_adam == "auto" and cuda)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps,
                                     **({"fused": True} if fused else {}))
@@ -151,6 +153,7 @@ class Trainer:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.writer = None
         self._prior: dict[str, torch.Tensor] | None = None
+        self._prior_done = False  # prior_state computed (it may be None: nothing is stored)
         self._prior_source: Any = None
         self._stats: dict[str, torch.Tensor] | None = None
 
@@ -161,6 +164,12 @@ class Trainer:
         if list_checkpoints(self.run_dir):
             last = resolve_checkpoint(self.run_dir, warn=self._warn)  # the newest intact one (damaged ones set aside)
             meta = load_meta(last)
+            self.recipe, kept = keep_recorded(self.recipe, meta["recipe"])
+            if kept:  # e.g. a run recorded before the EMA warm-up existed averages on without one
+                self.ema = _ema(self.net, self.recipe.train)
+                if self.info.is_main:
+                    self.log(f"{self.run_dir} was recorded before {', '.join(k.split('=')[0] for k in kept)} existed; "
+                             f"it keeps what it did: {', '.join(kept)}")
             check_same_recipe(meta["recipe"], self.recipe.to_dict(), self.run_dir)
             self.net.load_state_dict(load_weights(last, "model"))
             self.ema.module.load_state_dict(load_weights(last, "ema"))
@@ -230,7 +239,9 @@ class Trainer:
         skipped = self._nonfinite(loss, grad_norm)
         if skipped is None:
             self.scaler.step(self.opt)
-            self.ema.update(self.net)
+            # the warm-up's update count is the global step (1 at the first), so a resumed run equals an uninterrupted
+            # one; without warm-up no count is passed (timm then uses the constant decay from the first update on)
+            self.ema.update(self.net, step=step + 1 if tc.ema_warmup else None)
         if self.scaler.is_enabled():
             self.scaler.update()  # fp16: an overflow lowers the scale (the scaler's own skip)
         return loss, lr, skipped
@@ -287,11 +298,14 @@ class Trainer:
         off."""
         if not (self.recipe.train.store_prior and self.process.needs_data_for_prior):
             return None
-        if self._prior is None:
+        if not self._prior_done:
             t0 = time.time()
-            self._prior = self.process.prior_state(self.data)
-            self.log(f"stored prior: {len(self.data)} training images, {time.time() - t0:.1f} s "
-                     "(written into every checkpoint as prior.safetensors)")
+            self._prior, self._prior_done = self.process.prior_state(self.data), True
+            if self.info.is_main:  # the line says what is written: nothing when prior_state gives None
+                self.log(f"stored prior: {len(self.data)} training images, {time.time() - t0:.1f} s (written into every "
+                         "checkpoint as prior.safetensors)" if self._prior is not None else
+                         f"no stored prior: process {self.process.label}'s prior_state gives none, so sampling this run "
+                         "will read its training data")
         return self._prior
 
     def data_stats(self) -> dict[str, torch.Tensor]:
@@ -369,6 +383,15 @@ class Trainer:
             self.writer.close()
 
 
+def _ema(net: torch.nn.Module, tc: TrainConfig) -> ModelEmaV3:
+    """The EMA of ``net``'s weights (timm's ModelEmaV3). With ``train.ema_warmup`` the decay after s updates is
+    min(ema, 1 - (1 + s / gamma) ** -power), 0 at s = 1 (timm's warm-up after @crowsonkb, the same ramp as diffusers'
+    EMAModel(use_ema_warmup=True, inv_gamma=1, power=2/3)): the average forgets the initial weights at once and reaches
+    0.999 at ~31.6k steps; without it the decay is ``ema`` from the first update (runs recorded before the warm-up)."""
+    return ModelEmaV3(net, decay=tc.ema, use_warmup=tc.ema_warmup, warmup_gamma=tc.ema_warmup_gamma,
+                      warmup_power=tc.ema_warmup_power)
+
+
 def _compiled(model: torch.nn.Module, log: Callable[[str], Any]) -> Any:
     """``torch.compile(model)`` (compilation happens on the first call), or None with one line when it is unavailable."""
     try:
@@ -419,8 +442,10 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
     stop_at = tc.max_steps if max_steps is None else max_steps
     owned = not current().enabled  # a process group the caller joined (genproc compare under torchrun) stays joined
     info = init_distributed(tc.device)
+    lock: RunLock | None = None
     try:
         t = Trainer(recipe, run_dir, info, log, evaluate if tc.eval_every > 0 else None)
+        lock = lock_run_dir(run_dir, info, t.device, t._warn)  # one trainer per run dir, held until the end
         start = t.resume()
         t.describe(start, stop_at)
         batches = batch_iterator(t.data, EpochOrder(len(t.data), recipe.seed), start, stop_at, tc.batch_size, t.sl,
@@ -464,5 +489,7 @@ def train(recipe: Recipe, run_dir: str | Path, *, data_root: str | None = None, 
         t.close()
         return TrainResult(run_dir, step, interrupted, loss_val)
     finally:
+        if lock is not None:
+            lock.release()
         if owned:
             shutdown(info)

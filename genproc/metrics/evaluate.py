@@ -15,11 +15,12 @@ from torch_fidelity import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_S
 from genproc import __version__
 from genproc.data import build_dataset
 from genproc.engine.distributed import current, shard
-from genproc.errors import GenprocError
+from genproc.errors import GenprocError, Interrupted
 from genproc.metrics.fidelity import FIDELITY_METRICS, fidelity_metrics_across_ranks, reference_key
 from genproc.metrics.images import ReferenceImages, SampleStream
 from genproc.metrics.inception import INCEPTION, resolve_weights
 from genproc.metrics.nll import evaluate_nll
+from genproc.processes import ForwardProcess
 from genproc.run import LoadedRun, load
 
 METRICS = (*FIDELITY_METRICS, "nll")
@@ -33,6 +34,20 @@ def parse_metrics(spec: str | Iterable[str]) -> list[str]:
         raise GenprocError(f"unknown metric {', '.join(repr(b) for b in bad) or '(none given)'} in --metrics "
                            f"(known: {', '.join(METRICS)})")
     return list(dict.fromkeys(names))
+
+
+# What a metric needs of a process, asked before any work: metric -> (process -> why it cannot give it, said of the
+# process, or None).
+NEEDS: dict[str, Callable[[ForwardProcess], str | None]] = {
+    "nll": lambda p: None if p.has_elbo else "has no likelihood bound (ELBO)",
+}
+
+
+def unavailable(process: ForwardProcess, metrics: Iterable[str]) -> dict[str, str]:
+    """Each of ``metrics`` that ``process`` cannot give -> why, said of the process (``NEEDS``; e.g. nll of a process
+    without an ELBO, the contract's optional capability: "has no likelihood bound (ELBO)"); empty when it can give
+    them all. Cheap: nothing is built or sampled."""
+    return {m: why for m in metrics if m in NEEDS and (why := NEEDS[m](process)) is not None}
 
 
 def _check_args(n: int, batch_size: int, n_ref: int | None) -> None:
@@ -94,7 +109,9 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
              extractor: str = INCEPTION, cache_dir: str | Path | None = None, progress: bool = False,
              log: Callable[[str], Any] = print, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Evaluate a run; returns one record per metric, each also written to ``<out_dir>/<name>.json`` (default
-    ``out_dir``: ``<run_dir>/eval``).
+    ``out_dir``: ``<run_dir>/eval``, the path in the record's ``json``) as soon as it is done. A metric the run's process
+    cannot give (:func:`unavailable`: nll without an ELBO) is an error before any work; Ctrl-C raises
+    :class:`genproc.errors.Interrupted` naming the records kept and the metrics left.
 
     fid / kid / prc: ``n`` samples vs the ``split`` images (first ``n_ref``; default all) via
     torch-fidelity. nll: bits/dim upper bound on the first ``n`` ``split`` images.
@@ -113,6 +130,11 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
     _check_args(n, batch_size, n_ref)
     run = run_dir if isinstance(run_dir, LoadedRun) else load(run_dir, checkpoint=checkpoint, data_root=data_root)
     run_dir = run.run_dir
+    if bad := unavailable(run.process, names):  # before anything is sampled
+        m, why = next(iter(bad.items()))
+        rest = [x for x in METRICS if x not in bad]
+        raise GenprocError(f"metric '{m}' is not available for {run_dir}: process '{run.process_name}' {why}; "
+                           f"ask for {', '.join(rest)}")
     fid_set = {m for m in names if m in FIDELITY_METRICS}
     weights = resolve_weights(extractor, inception_weights) if fid_set else None  # fail before any sampling
     data = build_dataset(run.recipe.data, split, data_root)
@@ -135,16 +157,21 @@ def evaluate(run_dir: str | Path | LoadedRun, metrics: str | Iterable[str] = "fi
                 tmp = path.with_suffix(".json.tmp")
                 tmp.write_text(json.dumps(r, indent=1, sort_keys=False))
                 os.replace(tmp, path)
-                log(f"wrote {path}")
             r["json"] = str(path)
         return recs
 
-    records = []
-    if fid_set:
-        records += save(_fidelity_records(run, data, fid_set, n, n_ref, seed, batch_size, weights, cache_dir,
-                                          progress, log))
-    if "nll" in names:
-        records += save([_nll_record(run, data, n, seed, batch_size, progress, log)])
+    records: list[dict[str, Any]] = []
+    done: list[str] = []
+    try:
+        if fid_set:
+            records += save(_fidelity_records(run, data, fid_set, n, n_ref, seed, batch_size, weights, cache_dir,
+                                              progress, log))
+            done += fid_set
+        if "nll" in names:
+            records += save([_nll_record(run, data, n, seed, batch_size, progress, log)])
+            done.append("nll")
+    except KeyboardInterrupt as e:  # say what was kept: each finished metric's record is on disk
+        raise Interrupted([f"{r['metric']} in {r['json']}" for r in records], [m for m in names if m not in done]) from e
     return records
 
 

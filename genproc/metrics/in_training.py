@@ -12,17 +12,23 @@ import torch
 
 from genproc.data import build_dataset
 from genproc.engine.trainer import EvalCallback
-from genproc.metrics.evaluate import evaluate, parse_metrics
+from genproc.errors import GenprocError
+from genproc.metrics.evaluate import evaluate, parse_metrics, unavailable
 from genproc.metrics.fidelity import FIDELITY_METRICS
 from genproc.metrics.inception import resolve_weights
-from genproc.processes import ForwardProcess
+from genproc.processes import ForwardProcess, build_process, name_of
 from genproc.recipe import Recipe
 from genproc.run import LoadedRun
 
 
 def check_training_evaluation(recipe: Recipe) -> None:
-    """Fail before training when the evaluation could not run: unknown metric, missing split, FID weights offline."""
+    """Fail before training when the evaluation could not run: unknown metric, one the process cannot give (nll without
+    an ELBO), missing split, FID weights offline."""
     metrics = parse_metrics(recipe.train.eval_metrics)
+    if bad := unavailable(build_process(recipe.process), metrics):
+        m, why = next(iter(bad.items()))
+        raise GenprocError(f"recipe field 'train.eval_metrics': '{m}' is not available for process "
+                           f"'{name_of(recipe.process)}', which {why}")
     build_dataset(recipe.data, recipe.train.eval_split)
     if any(m in FIDELITY_METRICS for m in metrics):
         resolve_weights()

@@ -9,7 +9,9 @@ registered by explicit calls, the built-in ones at the bottom of this file the s
 after which ``process: {name: mine, ...}`` works in recipes, ``genproc compare mine ...``, the analyses and the
 metrics. One canonical name per process (used in saved recipes, reports, figure and file names); aliases are
 accepted wherever a name is read. Installed packages can add processes through the ``genproc.processes``
-entry-point group (each entry point is a callable that calls :func:`register`), loaded on first lookup.
+entry-point group (each entry point is a callable that calls :func:`register`), loaded on first lookup; a module or
+file of the user's is imported by every ``genproc`` command given ``--plugin`` or ``$GENPROC_PLUGINS``
+(:mod:`genproc.plugins`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from genproc.errors import GenprocError
+from genproc.plugins import HINT
 from genproc.processes.base import ELBO, ForwardProcess, Net, ProcessConfig
 from genproc.processes.bdm import BDMConfig, BDMProcess
 from genproc.processes.blur import BlurConfig, BlurProcess
@@ -102,7 +105,7 @@ def canonical_name(name: str) -> str:
         known = [*_REGISTRY, *_ALIASES]
         near = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise GenprocError(f"unknown process '{name}'{hint} (known: {', '.join(_REGISTRY)})")
+        raise GenprocError(f"unknown process '{name}'{hint} (known: {', '.join(_REGISTRY)})" + ("" if near else f"; {HINT}"))
     return key
 
 

@@ -106,8 +106,13 @@ class ForwardProcess(abc.ABC):
         """(B, C, H, W) starting states, row i from ``rng``'s stream i, on ``rng.device``; B = len(rng)
         (IHDM Sec. 3.2: the KDE F(t_K) x_train + delta eps; DDPM: N(0, I)).
 
-        shape: (C, H, W). data: given when ``needs_data_for_prior``: the training set (an ImageDataset), or the object
-        :meth:`prior_from_state` rebuilt from a checkpoint (a run that ships without its data).
+        shape: (C, H, W). data: given when ``needs_data_for_prior`` (else None): the training set, or the object
+        :meth:`prior_from_state` rebuilt from a checkpoint (a run that ships without its data). The training set is a
+        :class:`genproc.data.base.ImageDataset`: ``len(data)`` images, ``data.get_batch(idx)`` with ``idx`` an int64
+        tensor (B,) gives them as (B, C, H, W) float32 in [0, 1] (on the CPU, or on the data's device after
+        ``on_device``: move the result to ``rng.device``), ``data[i]`` one (C, H, W); ``data.channels`` and
+        ``data.image_hw``. Draw the indices from ``rng`` (e.g. ``rng.randint(len(data))``) so row i depends on
+        stream i only. IHDM's :meth:`~genproc.processes.heat.HeatProcess.prior` is a worked example.
         """
 
     def prior_state(self, data: Any) -> dict[str, torch.Tensor] | None:
@@ -181,6 +186,13 @@ class ForwardProcess(abc.ABC):
         ``train_data``: the training set (for priors built from it); ``device``: where ``terms`` runs.
         """
         return None
+
+    @property
+    def has_elbo(self) -> bool:
+        """Whether :meth:`elbo` gives a bound, known without building it (``compare`` and ``evaluate`` ask before any
+        work, so that ``nll`` of a process without one is refused up front). Default: whether the class overrides
+        :meth:`elbo`; override this too when the bound depends on the config."""
+        return type(self).elbo is not ForwardProcess.elbo
 
     # -- reporting
     def sampling_settings(self) -> dict[str, Any]:
