@@ -193,14 +193,22 @@ def frontier_plot(points: Sequence[dict[str, Any]], path: Path) -> Path:
     for p in largest_n(points):
         groups.setdefault(f"{row_label(p, points)} · {_sampler_of(p)}", {}).setdefault(p["calls"], []).append(p["fid"])
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, by_calls in sorted(groups.items()):
+    styles: dict[str, str] = {}  # one line style per process, a colour per line (tab20: no colour repeats up to 20)
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, by_calls) in enumerate(sorted(groups.items())):
         xs = sorted(by_calls)
         mean = [sum(by_calls[x]) / len(by_calls[x]) for x in xs]
-        (line,) = ax.plot(xs, mean, marker="o", label=name)
+        style = styles.setdefault(name.split(" · ")[0], ["-", "--", ":", "-."][len(styles) % 4])
+        (line,) = ax.plot(xs, mean, marker="o", label=name, linestyle=style, color=colours[i % len(colours)])
         ax.fill_between(xs, [min(by_calls[x]) for x in xs], [max(by_calls[x]) for x in xs], color=line.get_color(),
                         alpha=0.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullLocator
+
+    ticks = sorted({p["target"] or p["calls"] for p in points})  # the targets (a sampler may land a call below)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("network calls per image")
     ax.set_ylabel("FID (torch-fidelity)")
     ax.legend(fontsize=7, ncol=2)
