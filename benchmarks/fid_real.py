@@ -6,9 +6,13 @@ embedding images in InceptionV3 on this machine.
 1. Speed: ``--speed-n`` test images embedded by torch-fidelity's extractor as torch-fidelity builds it,
    and as genproc builds it (weights channels-last, :func:`genproc.metrics.fidelity.channels_last_extractor`),
    in the same process: images/s, seconds per 1k images, the ratio, and the largest feature difference.
-2. FID/KID of the first ``--n`` train images (input1) against the first ``--n`` test images (input2),
-   through the same :func:`genproc.metrics.fidelity.fidelity_metrics` as ``genproc evaluate``. The test
-   statistics use the same cache key as ``genproc evaluate --n-ref N``, so either one reuses the other's.
+2. FID/KID of ``--n`` train images (input1) against the first ``--n`` test images (input2), through the same
+   :func:`genproc.metrics.fidelity.fidelity_metrics` as ``genproc evaluate``. The test statistics use the same
+   cache key as ``genproc evaluate --n-ref N``, so either one reuses the other's. The train images are drawn at
+   random under ``--pick-seed`` (``genproc frontier``'s floor draws them the same way); ``--pick-seed -1`` takes
+   the first n, which for a folder sorted by name (Twemoji: by code point) is no sample of the whole.
+3. With ``--train-vs-train``: FID/KID of two disjoint random halves of the train split, n each (the floor when the
+   test split differs in content from the training split).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 
 import torch
 import torch_fidelity
+from torch.utils.data import Subset
 from torch_fidelity.utils import create_feature_extractor
 
 from genproc.data import build_dataset
@@ -47,6 +52,8 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--n", type=int, default=10000, help="images per side")
     ap.add_argument("--speed-n", type=int, default=256, help="images for the speed comparison (0: skip it)")
+    ap.add_argument("--pick-seed", type=int, default=0, help="seed of the random train images (-1: the first n)")
+    ap.add_argument("--train-vs-train", action="store_true", help="also two disjoint random sets of n train images")
     ap.add_argument("--inception-weights", default=None)
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
@@ -65,17 +72,30 @@ def main() -> None:
         print(f"| genproc (channels-last weights) | {fast:.2f} | {1000 / fast:.0f} |")
         print(f"speed-up {fast / plain:.2f}× on {len(imgs)} images; max |feature difference| "
               f"{(f1 - f0).abs().max().item():.2e} (features' mean |value| {f0.abs().mean().item():.3f})", flush=True)
-    gen, ref = ReferenceImages(train, args.n), ReferenceImages(test, args.n)
+    pick = None if args.pick_seed < 0 else args.pick_seed
+    gen, ref = ReferenceImages(train, args.n, random_seed=pick), ReferenceImages(test, args.n)
+    which = f"first {len(gen)}" if pick is None else f"{len(gen)} at random, seed {pick}"
     key = reference_key(test, len(ref), weights)
     t0 = time.perf_counter()
     out = fidelity_metrics(gen, ref, {"fid", "kid"}, weights=weights, reference_name=key, cache_root=args.cache_dir)
     wall = time.perf_counter() - t0
     embedded = len(gen) + (0 if out["reference_cached"] else len(ref))
-    print(f"FID {args.data} train (first {len(gen)}) vs test (first {len(ref)}): {out[torch_fidelity.KEY_METRIC_FID]:.4f}")
+    print(f"FID {args.data} train ({which}) vs test (first {len(ref)}): {out[torch_fidelity.KEY_METRIC_FID]:.4f}")
     print(f"KID: {out[torch_fidelity.KEY_METRIC_KID_MEAN]:.6f} ± {out[torch_fidelity.KEY_METRIC_KID_STD]:.6f} "
           f"(subsets of {out['kid_subset_size']})")
     print(f"wall {wall:.0f} s for {embedded} images embedded (test statistics cached: {out['reference_cached']}); "
-          f"{1000 * wall / embedded:.0f} s per 1k images")
+          f"{1000 * wall / embedded:.0f} s per 1k images", flush=True)
+    if args.train_vs_train:
+        if 2 * args.n > len(train):
+            raise SystemExit(f"--train-vs-train needs 2 n = {2 * args.n} train images, the split has {len(train)}")
+        both = ReferenceImages(train, 2 * args.n, random_seed=args.pick_seed if args.pick_seed >= 0 else 0)
+        half_a, half_b = Subset(both, range(args.n)), Subset(both, range(args.n, 2 * args.n))
+        out = fidelity_metrics(half_a, half_b, {"fid", "kid"}, weights=weights, cache_root=args.cache_dir,
+                               reference_name=f"{key}-trainhalf-n{args.n}-pick{both.index[0]}")
+        print(f"FID {args.data} train vs train (two disjoint random sets of {args.n}): "
+              f"{out[torch_fidelity.KEY_METRIC_FID]:.4f}")
+        print(f"KID: {out[torch_fidelity.KEY_METRIC_KID_MEAN]:.6f} ± {out[torch_fidelity.KEY_METRIC_KID_STD]:.6f} "
+              f"(subsets of {out['kid_subset_size']})")
 
 
 if __name__ == "__main__":

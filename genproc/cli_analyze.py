@@ -281,8 +281,9 @@ def disentangle_command(
         st = r["shared_noise"]
         typer.echo(f"{lab}: shape ratio (same noise / independent) {st['shape_ratio']:.3f}, shape corr same noise "
                    f"{st['shape_corr_same_noise']:.3f} vs independent {st['shape_corr_independent']:.3f}, "
-                   f"colour variance from prior {st['colour_var_prior_frac']:.0%}"
-                   + ("" if r["noise_used"] else " (noise unused)"))
+                   f"colour variance from prior {st['colour_var_prior_frac']:.0%}, colour corr with prior "
+                   f"{st['colour_prior_corr_mean']:.3f}, colour MAE to own / other priors {st['colour_prior_mae']:.4f} / "
+                   f"{st['colour_prior_mae_other']:.4f}" + ("" if r["noise_used"] else " (noise unused)"))
     typer.echo(f"wrote {out / 'disentangle_shared_noise.png'}, {out / 'disentangle_shared_prior.png'} "
                f"and {out / 'disentangle.json'}")
 
@@ -310,6 +311,7 @@ def neighbours_command(
         s, t = r["samples"], r["test"]
         typer.echo(f"{lab}: median NN distance samples {s['median']:.3f} vs test {t['median']:.3f}; "
                    f"{100 * r['frac_samples_below_test_p01']:.1f}% of samples below the test 1st percentile; "
+                   f"P(sample closer than a test image) {r['p_sample_closer_than_test']:.3f}; "
                    f"KS {r['ks_statistic']:.3f}; near-copies {r['n_near_copies']}/{s['n']}")
     typer.echo(f"wrote {', '.join(str(out / f) for f in res['files'].values())}")
 

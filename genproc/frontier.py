@@ -222,7 +222,8 @@ def frontier_plot(points: Sequence[dict[str, Any]], path: Path) -> Path:
 def real_floor(run: LoadedRun, n: int, n_ref: int | None = None, *, seed: int = 0, batch_size: int = 64,
                inception_weights: str | Path | None = None, cache_dir: str | Path | None = None,
                extractor: str | None = None, log: Callable[[str], Any] = print) -> float:
-    """FID of the first ``n`` *training* images against the same reference (the first ``n_ref`` test images): what
+    """FID of ``n`` *training* images drawn at random (``torch.randperm`` under ``seed``: a folder is sorted by name,
+    so its first images are no sample of the whole) against the same reference (the first ``n_ref`` test images): what
     a perfect sampler would score at this n (FID is biased upward at small n), printed beside the frontier."""
     from torch_fidelity import KEY_METRIC_FID
 
@@ -234,7 +235,7 @@ def real_floor(run: LoadedRun, n: int, n_ref: int | None = None, *, seed: int = 
     weights = resolve_weights(extractor or INCEPTION, inception_weights)
     ref = build_dataset(run.recipe.data, "test", run.data_root)
     refs = ReferenceImages(ref, n_ref)
-    train = ReferenceImages(build_dataset(run.recipe.data, "train", run.data_root), n)
+    train = ReferenceImages(build_dataset(run.recipe.data, "train", run.data_root), n, random_seed=seed)
     out = fidelity_metrics(train, refs, {"fid"}, weights=weights, reference_name=reference_key(ref, len(refs), weights),
                            cache_root=cache_dir, batch_size=batch_size, seed=seed, log=log)
     return float(out[KEY_METRIC_FID])
@@ -245,10 +246,19 @@ def floor_path(out: str | Path, n: int, n_ref: int | None) -> Path:
     return Path(out) / "floor" / f"n{n}-ref{'all' if n_ref is None else n_ref}.json"
 
 
-def floor_at(out: str | Path, n: int) -> float | None:
-    """The real-vs-real floor kept in ``<out>/floor`` for sample count n, if one was measured."""
+def floor_record(out: str | Path, n: int) -> dict[str, Any] | None:
+    """The real-vs-real floor kept in ``<out>/floor`` for sample count n, if one was measured; a record written before
+    the training images were drawn at random (no ``train_images`` key) says it used the first n."""
     kept = sorted(Path(out).glob(f"floor/n{n}-ref*.json"))
-    return float(json.loads(kept[0].read_text())["fid"]) if kept else None
+    if not kept:
+        return None
+    rec = json.loads(kept[0].read_text())
+    rec.setdefault("train_images", f"the first {n} training images")
+    return rec
+
+
+def _floor_images(n: int, seed: int) -> str:
+    return f"{n} training images drawn at random (seed {seed})"
 
 
 def kept_floor(run: LoadedRun, n: int, n_ref: int | None, out: str | Path, *, log: Callable[[str], Any] = print,
@@ -263,9 +273,11 @@ def kept_floor(run: LoadedRun, n: int, n_ref: int | None, out: str | Path, *, lo
     fid = real_floor(run, n, n_ref, log=log, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"n": n, "n_ref": n_ref, "dataset": run.recipe.data.name, "fid": fid}, indent=1))
+    seed = kw.get("seed", 0)
+    tmp.write_text(json.dumps({"n": n, "n_ref": n_ref, "dataset": run.recipe.data.name, "fid": fid,
+                               "train_images": _floor_images(n, seed)}, indent=1))
     tmp.replace(path)
-    log(f"real-vs-real floor: the first {n} training images vs the reference: FID {fid:.2f} (kept in {path})")
+    log(f"real-vs-real floor: {_floor_images(n, seed)} vs the reference: FID {fid:.2f} (kept in {path})")
     return fid
 
 
@@ -278,7 +290,8 @@ def frontier_report(points: Sequence[dict[str, Any]], out: str | Path, *, floor:
     out.mkdir(parents=True, exist_ok=True)
     calls = sorted({p["target"] for p in points if p["target"] is not None})
     ns, seeds = sorted({p["n"] for p in points}), sorted({p["seed"] for p in points})
-    floors = {n: floor_at(out, n) for n in ns}
+    records = {n: floor_record(out, n) for n in ns}
+    floors = {n: None if records[n] is None else float(records[n]["fid"]) for n in ns}
     if ns and floors[ns[0]] is None:
         floors[ns[0]] = floor
     tables = []  # one table per sample count, the largest first: FID's bias depends on n
@@ -286,7 +299,8 @@ def frontier_report(points: Sequence[dict[str, Any]], out: str | Path, *, floor:
         at_n = [p for p in points if p["n"] == n]
         head = f"n = {n} samples per point, sample seed(s) {', '.join(map(str, sorted({p['seed'] for p in at_n})))}"
         if floors[n] is not None:
-            head += f"; real-vs-real floor at this n (the first {n} training images): FID {floors[n]:.1f}"
+            drawn = records[n]["train_images"] if records[n] is not None else f"{n} training images"
+            head += f"; real-vs-real floor at this n ({drawn}): FID {floors[n]:.1f}"
         tables.append(f"{head}.\n\n" + frontier_table(at_n, sorted({p["target"] for p in at_n if p["target"] is not None})))
     ref = points[0]["reference"] if points else {}
     report = {"calls": calls, "n": ns, "seeds": seeds, "reference": ref,

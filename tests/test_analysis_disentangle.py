@@ -33,6 +33,51 @@ def test_stats_on_a_perfectly_disentangled_grid():
     assert set(sp) == {"shape_dist", "shape_corr", "colour_std"}
 
 
+def test_luminance_is_rec601_and_the_gray_image_itself():
+    rgb = torch.zeros(2, 3, 4, 4)
+    rgb[0, 1] = 1.0  # pure green
+    rgb[1] = 0.5  # mid gray
+    lum = dis.luminance(rgb)
+    assert torch.allclose(lum[0], torch.full((4, 4), 0.587)) and torch.allclose(lum[1], torch.full((4, 4), 0.5))
+    gray = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(dis.luminance(gray), gray[:, 0])
+
+
+def _colour_grid(colour_of: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (4, 5, 3, 6, 6) grid: column c has shape c, and the colour of cell (r, c) is that of prior r or of noise c."""
+    g = torch.Generator().manual_seed(1)
+    shapes = torch.randn(5, 1, 6, 6, generator=g) * 0.05
+    shapes -= shapes.mean(dim=(-2, -1), keepdim=True)
+    prior_colours = torch.rand(4, 3, generator=g) * 0.6 + 0.2
+    noise_colours = torch.rand(5, 3, generator=g) * 0.6 + 0.2
+    if colour_of == "prior":
+        colours = prior_colours[:, None, :].expand(4, 5, 3)
+    else:
+        colours = noise_colours[None, :, :].expand(4, 5, 3)
+    return colours[..., None, None] + shapes[None], prior_colours
+
+
+def test_colour_follows_the_prior_on_a_disentangled_rgb_grid():
+    grid, prior_colours = _colour_grid("prior")
+    st = dis.shared_noise_stats(grid, prior_colours)
+    assert st["colour_prior_corr"] == pytest.approx([1.0, 1.0, 1.0]) and st["colour_prior_corr_mean"] == pytest.approx(1.0)
+    assert st["colour_prior_mae"] == pytest.approx(0.0, abs=1e-7) and st["colour_prior_mae_other"] > 0.05
+    assert st["colour_var_prior_frac"] == pytest.approx(1.0)
+    # the luminance of one shape in different colours differs only by a constant: the centred shapes are equal
+    assert st["shape_corr_same_noise"] == pytest.approx(1.0) and st["shape_dist_same_noise"] == pytest.approx(0.0, abs=1e-7)
+    sp = dis.shared_prior_stats(grid[:1], prior_colours[0])
+    assert sp["colour_std"] == pytest.approx(0.0, abs=1e-7) and sp["colour_prior_mae"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_colour_set_by_the_noise_does_not_follow_the_prior():
+    grid, prior_colours = _colour_grid("noise")
+    st = dis.shared_noise_stats(grid, prior_colours)
+    # in a full rows x cols grid a row effect and a column effect are uncorrelated: exactly 0
+    assert st["colour_prior_corr"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert st["colour_var_noise_frac"] == pytest.approx(1.0) and st["colour_var_prior_frac"] == pytest.approx(0.0, abs=1e-9)
+    assert st["colour_prior_mae"] > 0.05
+
+
 @pytest.mark.parametrize("process", ["heat", "ddpm"])
 def test_grids_agree_with_the_sampler(tiny_runs, process):
     run = load(tiny_runs[process])
@@ -64,7 +109,8 @@ def test_cli_end_to_end(tiny_runs, tmp_path):
     for res in (ihdm, ddpm):
         keys = {"shape_ratio", "shape_corr_same_noise", "shape_corr_independent", "colour_var_prior_frac"}
         assert keys <= set(res["shared_noise"])
-        assert set(res["shared_prior"]) == {"shape_dist", "shape_corr", "colour_std"}
+        assert set(res["shared_prior"]) == {"shape_dist", "shape_corr", "colour_std", "colour_prior_mae"}
+        assert len(res["shared_noise"]["colour_prior_corr"]) == 1  # one per channel
         fr = res["shared_noise"]
         assert fr["colour_var_prior_frac"] + fr["colour_var_noise_frac"] + fr["colour_var_interaction_frac"] == pytest.approx(1.0)
     assert ddpm["shared_prior"]["shape_dist"] == pytest.approx(0.0, abs=1e-6)  # DDIM eta = 0: the same x_T, the same image

@@ -13,7 +13,7 @@ from conftest import DDIM_4_STEPS_OLD_FLAG, analyze_errors, analyze_ok
 from PIL import Image
 from typer.testing import CliRunner
 
-from genproc.analysis.neighbours import ks_statistic, memorisation_stats, nearest_neighbours
+from genproc.analysis.neighbours import ks_statistic, memorisation_stats, nearest_neighbours, p_closer
 from genproc.cli import app
 from genproc.data import TensorImageDataset
 from genproc.errors import GenprocError
@@ -74,6 +74,15 @@ def test_memorisation_stats_flag_copies():
     assert alike["frac_samples_below_test_p01"] < 0.05 and alike["n_near_copies"] == 0 and alike["ks_statistic"] < 0.25
     assert alike["samples"]["quantiles"]["0.5"] == alike["samples"]["median"]
     assert 0.8 < alike["median_ratio_samples_to_test"] < 1.2 and 0 < alike["ks_pvalue"] <= 1
+    assert copies["p_sample_closer_than_test"] == 1.0 and 0.4 < alike["p_sample_closer_than_test"] < 0.6
+
+
+def test_p_closer_against_pairwise_counting():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 6, 40).astype(float), rng.integers(0, 6, 30).astype(float)  # many ties
+    pairs = (a[:, None] < b[None, :]) + 0.5 * (a[:, None] == b[None, :])
+    assert p_closer(a, b) == pytest.approx(pairs.mean(), abs=1e-12)
+    assert p_closer(b + 10, b) == 0.0 and p_closer(b, b + 10) == 1.0
 
 
 def test_neighbours_command_end_to_end(tiny_runs, tmp_path):

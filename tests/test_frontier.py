@@ -70,7 +70,7 @@ def test_frontier_command_measures_every_pair_and_resumes(tiny_runs, tmp_path):
     recs = [json.loads(p.read_text()) for p in (out / "points").glob("*-n8-seed0.json")]
     assert sorted(q["run"] for q in recs) == sorted([tiny_runs["heat"].name, "heat_b"])
     assert all(json.loads(open(q["record"]).read())["run_dir"] == q["run_dir"] for q in recs)  # no record overwritten
-    assert "real-vs-real floor at this n (the first 6 training images)" in md[small:]
+    assert "real-vs-real floor at this n (6 training images drawn at random (seed 0))" in md[small:]
     one_line_error(runner.invoke(app, ["frontier", str(tiny_runs["heat"]), "--calls", "ten", "--out", str(tmp_path / "x")]),
                    "--calls expects comma-separated integers")
     one_line_error(runner.invoke(app, ["frontier", str(tiny_runs["heat"]), "--samplers", "nope", "--out", str(tmp_path / "y")]),

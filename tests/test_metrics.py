@@ -290,6 +290,14 @@ def _ref(n=None, shift=0.0):
     return ReferenceImages(d, n)
 
 
+def test_reference_images_drawn_at_random_are_a_seeded_subset():
+    d = build_dataset(recipe_from_dict(json.loads(json.dumps(TINY))).data, "test")
+    first, a, b, c = (ReferenceImages(d, 10), ReferenceImages(d, 10, random_seed=0), ReferenceImages(d, 10, random_seed=0),
+                      ReferenceImages(d, 10, random_seed=1))
+    assert len(set(a.index)) == 10 and all(0 <= i < len(d) for i in a.index) and a.index == b.index != c.index
+    assert a.index != list(range(10)) and torch.equal(a[3], to_uint8_rgb(d[a.index[3]])) and torch.equal(first[3], to_uint8_rgb(d[3]))
+
+
 def test_fid_kid_identical_sets_near_zero_and_shifted_larger(tmp_path):
     w = ExtractorWeights(TINY_FE, None, None, "none")
     kw = dict(weights=w, reference_name="ref-a", cache_root=tmp_path, log=lambda *_: None)

@@ -99,6 +99,15 @@ def ks_pvalue(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) 
     return float(ks_2samp(np.asarray(a), np.asarray(b)).pvalue)
 
 
+def p_closer(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """P(A < B) + P(A = B) / 2 for A drawn from ``a`` and B from ``b`` (1-D), from ranks: O((n + m) log(n + m))."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    bs = np.sort(b)
+    above = bs.size - np.searchsorted(bs, a, side="right")  # b > a
+    ties = np.searchsorted(bs, a, side="right") - np.searchsorted(bs, a, side="left")
+    return float((above + 0.5 * ties).sum() / (a.size * b.size))
+
+
 def distance_summary(d: np.ndarray) -> dict[str, Any]:
     """Mean, min, max, median and QUANTILES of 1-D distances d."""
     d = np.asarray(d, dtype=np.float64)
@@ -112,6 +121,12 @@ def memorisation_stats(sample_d: np.ndarray, test_d: np.ndarray, dims: int) -> d
     frac_samples_below_test_p01: share of samples closer to the training set than the closest 1 % of test images
     (about 0.01 when samples are no closer than held-out data; far above it for copies). n_near_copies: samples
     within RMS per-pixel distance NEAR_COPY_RMS of a training image (d < NEAR_COPY_RMS * sqrt(dims)).
+    p_sample_closer_than_test: the probability that a random sample lies closer to the training set than a random test
+    image (ties count half; the Mann-Whitney U statistic / (n m)): about 0.5 when samples are as far from the training
+    images as held-out data, towards 1 for copies, towards 0 for samples farther off than the test images. When the
+    test split differs in content from the training split (Twemoji: whole emoji families held out) the test images
+    are farther off than unseen images of the training distribution would be, so this probability is then an upper
+    bound on memorisation, not a measure of it: read it beside the near-copy count.
     """
     p01 = float(np.quantile(test_d, 0.01))
     med_s, med_t = float(np.median(sample_d)), float(np.median(test_d))
@@ -123,6 +138,7 @@ def memorisation_stats(sample_d: np.ndarray, test_d: np.ndarray, dims: int) -> d
         "median_ratio_samples_to_test": med_s / med_t if med_t > 0 else None,
         "near_copy_threshold": NEAR_COPY_RMS * math.sqrt(dims),
         "n_near_copies": int(np.sum(np.asarray(sample_d) < NEAR_COPY_RMS * math.sqrt(dims))),
+        "p_sample_closer_than_test": p_closer(sample_d, test_d),
         "ks_statistic": ks_statistic(sample_d, test_d),
         "ks_pvalue": ks_pvalue(sample_d, test_d),
     }
@@ -250,7 +266,8 @@ def analyze_neighbours(runs: Sequence[Any], out: str | Path, *, n: int = 64, k: 
         results[lab] = res
     files["hist"] = plot_neighbours_hist(results, out / "neighbours_hist.png").name
     keep = ("dims", "train_size", "test_reference", "samples", "test", "test_p01", "frac_samples_below_test_p01",
-            "median_ratio_samples_to_test", "near_copy_threshold", "n_near_copies", "ks_statistic", "ks_pvalue")
+            "median_ratio_samples_to_test", "near_copy_threshold", "n_near_copies", "p_sample_closer_than_test",
+            "ks_statistic", "ks_pvalue")
     payload = {
         "analysis": "neighbours",
         "paper": "App. D.4: samples beside their Euclidean nearest neighbours in the training data (samples are not copies)",

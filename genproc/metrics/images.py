@@ -59,11 +59,15 @@ class SampleStream(Dataset):
 
 
 class ReferenceImages(Dataset):
-    """The first ``n`` images of an ImageDataset as uint8 (3, H, W); ``reads`` counts accesses."""
+    """``n`` images of an ImageDataset as uint8 (3, H, W): the first ``n``, or with ``random_seed`` ``n`` drawn without
+    replacement by ``torch.randperm`` under that seed (for a folder sorted by name, whose first images are no sample
+    of the whole); ``reads`` counts accesses."""
 
-    def __init__(self, data: Any, n: int | None = None):
+    def __init__(self, data: Any, n: int | None = None, *, random_seed: int | None = None):
         self.data = data
         self.n = len(data) if n is None else min(n, len(data))
+        self.index = (None if random_seed is None else
+                      torch.randperm(len(data), generator=torch.Generator().manual_seed(random_seed))[:self.n].tolist())
         self.reads = 0
 
     def __len__(self) -> int:
@@ -73,4 +77,4 @@ class ReferenceImages(Dataset):
         if not 0 <= i < self.n:
             raise IndexError(i)
         self.reads += 1
-        return to_uint8_rgb(self.data[i])
+        return to_uint8_rgb(self.data[i if self.index is None else self.index[i]])
