@@ -53,6 +53,7 @@ def compare_command(
     extractor: Optional[str] = typer.Option(None, "--extractor", hidden=True, help="torch-fidelity feature extractor (tests)."),
     calls: Optional[str] = typer.Option(None, "--calls", help="Also the FID-per-network-call frontier at these calls per image (e.g. 10,20,50): every process with every sampler it supports, into <out>/frontier (see genproc frontier)."),
     samplers: list[str] = typer.Option([], "--samplers", help="With --calls: sampler variants NAME[:KEY=VALUE,...] (default: all each process supports)."),
+    floor: bool = typer.Option(True, "--floor/--no-floor", help="With fid: also the real-vs-real FID of --n training images drawn at random against the same reference, kept in <out>/floor."),
 ) -> None:
     """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures.
     Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli compare ...) training, sampling and evaluation use the
@@ -71,7 +72,7 @@ def compare_command(
         report = compare(names, dataset, runs=run_dirs or None, budget=budget, n=n, metrics=metrics, out=out,
                          data_root=data_root, overrides=set_, recipes_dir=recipes_dir, inception_weights=inception_weights,
                          extractor=extractor, cache_dir=cache_dir, seed=seed, more_seeds=extra_seeds, grid_n=grid, batch_size=batch_size, sampling=[*old_sample_set, *sampling], n_ref=n_ref, n_nll=n_nll, scale=scale, recipe_paths=recipe,
-                         progress=sys.stderr.isatty() and main, log=log)
+                         floor=floor, progress=sys.stderr.isatty() and main, log=log)
         if calls is not None and main:
             from genproc.cli_frontier import run_frontier
 
@@ -82,6 +83,9 @@ def compare_command(
     if not main:
         return
     typer.echo(report["table"])
+    if report.get("real_floor"):
+        typer.echo(f"real-vs-real floor: FID {report['real_floor']['fid']:.2f} ({report['real_floor']['train_images']} "
+                   f"against the same reference)")
     for note in report["footnotes"]:
         typer.echo(note)
     typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'} and figures in {out}")

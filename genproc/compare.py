@@ -247,8 +247,8 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             inception_weights: str | Path | None = None, extractor: str | None = None, cache_dir: str | Path | None = None,
             seed: int = 0, more_seeds: Sequence[int] = (), grid_n: int = 16, batch_size: int = 64,
             sampling: dict[str, Any] | Sequence[str] = (), n_ref: int | None = None, scale: str = "small",
-            recipe_paths: Sequence[str | Path] | None = None, n_nll: int | None = None, progress: bool = False,
-            log: Callable[[str], Any] = print) -> dict[str, Any]:
+            recipe_paths: Sequence[str | Path] | None = None, n_nll: int | None = None, floor: bool = True,
+            progress: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
     dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match). scale: "small" (the
     CPU recipes ``<process>_<dataset>_small.yaml``) or "paper" (the GPU-scale recipe of each process for ``dataset``,
@@ -258,7 +258,9 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
     fits no run is an error. more_seeds: further sample seeds at which the sample metrics (fid, kid, prc) are evaluated
     again, so the table shows their spread (NLL, the grids and the analyses use ``seed``). n_nll: the test images the
     NLL is measured on (default n; the ELBO costs a network call per sampled level and image). A metric a process
-    cannot give (nll without an ELBO) is found before any work and shown as – with a footnote naming why. Ctrl-C raises
+    cannot give (nll without an ELBO) is found before any work and shown as – with a footnote naming why. floor: with
+    fid, also the real-vs-real FID at the same n and reference (n training images drawn at random under ``seed``;
+    :func:`genproc.frontier.kept_floor`, kept in ``out``/floor), printed beside the models' FIDs. Ctrl-C raises
     :class:`genproc.errors.Interrupted` naming what was kept (trained runs, evaluation records)."""
     from genproc.api import train
     from genproc.engine.distributed import current
@@ -327,7 +329,17 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             res = run.sample(grid_n, seed=seed, batch_size=grid_n, capture_every=0)
             entries.append(Entry(name, run, recs, res, time.perf_counter() - t0, seed=seed, more_records=more,
                                  unavailable=skip[name]))
+        floor_rec = None
+        if floor and "fid" in metric_list:
+            from genproc.frontier import floor_record, kept_floor
+
+            log(f"== real-vs-real floor: {n} training images against the same reference")
+            kept_floor(loaded[0], n, n_ref, out, seed=seed, batch_size=batch_size, inception_weights=inception_weights,
+                       cache_dir=cache_dir, extractor=extractor, log=log)
+            floor_rec = floor_record(out, n)
+            kept.append(f"the real-vs-real floor in {out / 'floor'}")
         return write_report(entries, out, {"budget_steps": budget, "n": n, "n_nll": n_nll or n, "n_ref": n_ref,
+                                           "real_floor": floor_rec,
                                            "seed": seed, "more_seeds": list(more_seeds), "metrics": metric_list,
                                            "sample_overrides": {e.name: dict(e.run.sampling) for e in entries}})
     except KeyboardInterrupt as e:  # say what was kept: the trained runs (their checkpoints) and the records written
@@ -399,7 +411,11 @@ def report_markdown(report: dict[str, Any], entries: list[Entry]) -> str:
         f"genproc {report['genproc_version']}, {report['created']}.",
         *[f"Sampling settings changed for {k}: {', '.join(f'{a}={b}' for a, b in v.items())}."
           for k, v in report.get("sample_overrides", {}).items() if v],
-        "", report["table"], "", *[f"- {note}" for note in report.get("footnotes", [])],
+        "", report["table"], "",
+        *([f"- Real-vs-real floor: FID {report['real_floor']['fid']:.2f} for {report['real_floor']['train_images']} "
+           "against the same reference, what a model drawing exactly the training distribution would score at this n "
+           "(FID is biased upward at small n)."] if report.get("real_floor") else []),
+        *[f"- {note}" for note in report.get("footnotes", [])],
         *[f"- NLL convention *{k}*: {v}" for k, v in conv.items()],
         f"- train img/s: median over metrics.jsonl; sample img/s: wall time of the grid draw below "
         f"({entries[0].sample.images.shape[0]} images in one batch, trajectory captured).", "",

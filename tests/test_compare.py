@@ -91,6 +91,10 @@ def test_runs_with_fid_kid_standin_extractor(compared, tmp_path):
     assert rep["n_ref"] == 16 and all(r["reference"]["size"] == 16 for recs in rep["records"].values() for r in recs)
     assert all(row["fid"] >= 0 and "kid_std" in row and "nll" not in row for row in rows)
     assert "| IHDM | " in r.output and "| – |" in r.output  # the table is printed; NLL not measured
+    # the real-vs-real floor at the same n and reference, beside the models' FIDs
+    floor = rep["real_floor"]
+    assert floor["n"] == 8 and floor["n_ref"] == 16 and floor["fid"] >= 0 and "drawn at random (seed 0)" in floor["train_images"]
+    assert f"Real-vs-real floor: FID {floor['fid']:.2f}" in (out / "report.md").read_text() and "real-vs-real floor" in r.output
     # --more-seeds: the sample metrics again at seed 1, each value the evaluate record of that seed
     out2 = tmp_path / "seeds"
     r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics",
