@@ -56,6 +56,8 @@ def compare_command(
     floor: bool = typer.Option(True, "--floor/--no-floor", help="With fid: also the real-vs-real FID of --n training images drawn at random against the same reference, kept in <out>/floor."),
 ) -> None:
     """Train each process under the same budget (or take --runs), evaluate them alike, write <out>/report.md and figures.
+    --sampling NAME:key=value sets one process's sampling alone (e.g. --sampling ddpm:sampler=heun --sampling
+    ddpm:steps=25: each process at its own best sampler).
     Under torchrun (torchrun --nproc-per-node G -m -- genproc.cli compare ...) training, sampling and evaluation use the
     G processes."""
     with user_errors(), joined_ranks() as main, interrupts(lambda e: kept(e, trains=not runs), main):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,18 +250,20 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
             recipe_paths: Sequence[str | Path] | None = None, n_nll: int | None = None, floor: bool = True,
             progress: bool = False, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Train (or take ``runs``), evaluate, measure, write ``out``/report.{md,json} + figures; returns the report.
-    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match). scale: "small" (the
-    CPU recipes ``<process>_<dataset>_small.yaml``) or "paper" (the GPU-scale recipe of each process for ``dataset``,
-    e.g. ``compare(["ihdm", "ddpm", "bdm"], "cifar10", scale="paper")``); recipe_paths: explicit recipes, one per name.
-    names: registered process names or aliases. sampling: sampling-time settings ({"sampler": "ddim"} or
-    ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only DDPM); one that
-    fits no run is an error. more_seeds: further sample seeds at which the sample metrics (fid, kid, prc) are evaluated
-    again, so the table shows their spread (NLL, the grids and the analyses use ``seed``). n_nll: the test images the
-    NLL is measured on (default n; the ELBO costs a network call per sampled level and image). A metric a process
-    cannot give (nll without an ELBO) is found before any work and shown as – with a footnote naming why. floor: with
-    fid, also the real-vs-real FID at the same n and reference (n training images drawn at random under ``seed``;
-    :func:`genproc.frontier.kept_floor`, kept in ``out``/floor), printed beside the models' FIDs. Ctrl-C raises
-    :class:`genproc.errors.Interrupted` naming what was kept (trained runs, evaluation records)."""
+    dataset: default 'mnist' when training; with ``runs``, None takes the runs' (given: must match). scale: "small"
+    (the CPU recipes ``<process>_<dataset>_small.yaml``) or "paper" (the GPU-scale recipe of each process for
+    ``dataset``, e.g. ``compare(["ihdm", "ddpm", "bdm"], "cifar10", scale="paper")``); recipe_paths: explicit
+    recipes, one per name. names: registered process names or aliases. sampling: sampling-time settings ({"sampler":
+    "ddim"} or ["sampler=ddim"]), each applied to the runs whose process has the key (``sampler`` changes only
+    DDPM); one that fits no run is an error; ``NAME:key=value`` (e.g. ``"ddpm:sampler=heun"``) applies to that
+    process's run alone and must fit it (each process at its own best sampler). more_seeds: further sample seeds at
+    which the sample metrics (fid, kid, prc) are evaluated again, so the table shows their spread (NLL, the grids
+    and the analyses use ``seed``). n_nll: the test images the NLL is measured on (default n; the ELBO costs a
+    network call per sampled level and image). A metric a process cannot give (nll without an ELBO) is found before
+    any work and shown as – with a footnote naming why. floor: with fid, also the real-vs-real FID at the same n and
+    reference (n training images drawn at random under ``seed``; :func:`genproc.frontier.kept_floor`, kept in
+    ``out``/floor), printed beside the models' FIDs. Ctrl-C raises :class:`genproc.errors.Interrupted` naming what
+    was kept (trained runs, evaluation records)."""
     from genproc.api import train
     from genproc.engine.distributed import current
     from genproc.metrics import evaluate, parse_metrics
@@ -298,7 +300,10 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
                 log(f"== {name}: training {r.name} to step {budget} in {out / 'runs' / name}")
                 trained.append(out / "runs" / name)
                 run_dirs.append(train(r, trained[-1], data_root=data_root, progress=progress, log=log).run_dir)
-        loaded = with_sampling_where_known([load(d, data_root=data_root) for d in run_dirs], sampling)
+        shared, own = split_sampling(names, sampling)
+        loaded = [load(d, data_root=data_root) for d in run_dirs]
+        loaded = [r.with_sampling(own.get(name, [])) for name, r in zip(names, loaded)]
+        loaded = with_sampling_where_known(loaded, shared) if shared else loaded
         _check_same(names, [(r.run_dir, r.recipe) for r in loaded], dataset if runs is not None else None, "--runs")
         if runs is not None:
             skip = _unavailable(names, [r.process for r in loaded], metric_list, log)
@@ -347,6 +352,29 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
 
         runs_kept = [f"run {d}" for d in trained if list_checkpoints(d)]
         raise Interrupted([*runs_kept, *kept, *(e.kept if isinstance(e, Interrupted) else [])], ["report"]) from e
+
+
+def split_sampling(names: Sequence[str], sampling: Mapping[str, Any] | Sequence[str]) -> tuple[Any, dict[str, list[str]]]:
+    """Sampling settings -> (the shared ones, {process name: its own}): ``NAME:key=value`` belongs to process NAME (a
+    name or alias among ``names``; processes named with their aliases are matched by their registered name)."""
+    if isinstance(sampling, Mapping):
+        return sampling, {}
+    shared: list[str] = []
+    own: dict[str, list[str]] = {}
+    for item in sampling:
+        head, colon, rest = str(item).partition(":")
+        if colon and "=" not in head:
+            try:
+                name = canonical_name(head)
+            except GenprocError:
+                name = None
+            if name not in names:
+                raise GenprocError(f"--sampling {item}: '{head}' is not one of the compared processes "
+                                   f"({', '.join(names)}); expected NAME:key=value, e.g. {names[0]}:steps=20")
+            own.setdefault(name, []).append(rest)
+        else:
+            shared.append(item)
+    return shared, own
 
 
 def _unavailable(names: list[str], processes: list[Any], metrics: list[str],

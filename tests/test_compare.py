@@ -127,6 +127,26 @@ def test_runs_with_fid_kid_standin_extractor(compared, tmp_path):
     one_line_error(runner.invoke(app, ["compare", "ihdm", "--runs", str(runs / "ihdm"), "--n-nll", "0"]), "--n-nll")
 
 
+def test_sampling_per_process(compared, tmp_path):
+    """``--sampling NAME:key=value`` changes that process's run alone (each process at its own sampler); shared
+    settings still go to the runs they fit."""
+    runs = compared / "runs"
+    out = tmp_path / "own"
+    r = runner.invoke(app, ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics", "nll",
+                            "--n", "2", "--out", str(out), "--grid", "2", "--sampling", "ddpm:sampler=ddim",
+                            "--sampling", "ddpm:steps=3", "--sampling", "heat:delta=0.02"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["sample_overrides"]["ddpm"] == {"sampler": "ddim", "steps": 3}
+    assert rep["sample_overrides"]["ihdm"] == {"delta": 0.02}
+    assert {row["process"]: row["sampling_calls"] for row in rep["rows"]}["ddpm"] == 3
+    base = ["compare", "ihdm", "ddpm", "--runs", str(runs / "ihdm"), str(runs / "ddpm"), "--metrics", "nll", "--n", "2",
+            "--out", str(tmp_path / "bad")]
+    one_line_error(runner.invoke(app, [*base, "--sampling", "bdm:steps=3"]), "'bdm' is not one of the compared processes")
+    one_line_error(runner.invoke(app, [*base, "--sampling", "ddpm:delta=0.1"]), "delta")
+    assert cmp.split_sampling(["ihdm", "ddpm"], ["steps=5", "ddpm:clip=clamp"]) == (["steps=5"], {"ddpm": ["clip=clamp"]})
+
+
 def test_columns_are_data_driven(monkeypatch):
     monkeypatch.setattr(cmp, "COLUMNS", [*cmp.COLUMNS, ("spectral slope", lambda r: f"{r['slope']:.1f}")])
     table = cmp.markdown_table([{"process": "ihdm", "slope": -2.04}])
