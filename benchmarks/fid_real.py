@@ -88,10 +88,11 @@ def main() -> None:
     if args.train_vs_train:
         if 2 * args.n > len(train):
             raise SystemExit(f"--train-vs-train needs 2 n = {2 * args.n} train images, the split has {len(train)}")
-        both = ReferenceImages(train, 2 * args.n, random_seed=args.pick_seed if args.pick_seed >= 0 else 0)
+        seed = pick or 0
+        both = ReferenceImages(train, 2 * args.n, random_seed=seed)
         half_a, half_b = Subset(both, range(args.n)), Subset(both, range(args.n, 2 * args.n))
         out = fidelity_metrics(half_a, half_b, {"fid", "kid"}, weights=weights, cache_root=args.cache_dir,
-                               reference_name=f"{key}-trainhalf-n{args.n}-pick{both.index[0]}")
+                               reference_name=f"{key}-train-second-half-n{args.n}-seed{seed}")
         print(f"FID {args.data} train vs train (two disjoint random sets of {args.n}): "
               f"{out[torch_fidelity.KEY_METRIC_FID]:.4f}")
         print(f"KID: {out[torch_fidelity.KEY_METRIC_KID_MEAN]:.6f} ± {out[torch_fidelity.KEY_METRIC_KID_STD]:.6f} "

@@ -46,7 +46,7 @@ def run_frontier(run_dirs: list[Path], calls: str, *, out: Path, samplers: list[
     common = dict(batch_size=batch_size, inception_weights=inception_weights, cache_dir=cache_dir, extractor=extractor)
     frontier(runs, targets, out=out, variants=variants, n=n, seeds=seed_list, n_ref=n_ref, full_chain=full_chain,
              log=log, **common)
-    fl = kept_floor(runs[0], n, n_ref, out, log=log, **common) if floor and runs else None
+    fl = kept_floor(runs[0], n, n_ref, out, log=log, **common)["fid"] if floor and runs else None
     return frontier_report(read_points(out), out, floor=fl, command=shlex.join(["genproc", *sys.argv[1:]]))
 
 

@@ -336,12 +336,11 @@ def compare(names: Sequence[str], dataset: str | None = None, *, runs: Sequence[
                                  unavailable=skip[name]))
         floor_rec = None
         if floor and "fid" in metric_list:
-            from genproc.frontier import floor_record, kept_floor
+            from genproc.frontier import kept_floor
 
             log(f"== real-vs-real floor: {n} training images against the same reference")
-            kept_floor(loaded[0], n, n_ref, out, seed=seed, batch_size=batch_size, inception_weights=inception_weights,
-                       cache_dir=cache_dir, extractor=extractor, log=log)
-            floor_rec = floor_record(out, n)
+            floor_rec = kept_floor(loaded[0], n, n_ref, out, seed=seed, batch_size=batch_size,
+                                   inception_weights=inception_weights, cache_dir=cache_dir, extractor=extractor, log=log)
             kept.append(f"the real-vs-real floor in {out / 'floor'}")
         return write_report(entries, out, {"budget_steps": budget, "n": n, "n_nll": n_nll or n, "n_ref": n_ref,
                                            "real_floor": floor_rec,

@@ -246,39 +246,39 @@ def floor_path(out: str | Path, n: int, n_ref: int | None) -> Path:
     return Path(out) / "floor" / f"n{n}-ref{'all' if n_ref is None else n_ref}.json"
 
 
-def floor_record(out: str | Path, n: int) -> dict[str, Any] | None:
-    """The real-vs-real floor kept in ``<out>/floor`` for sample count n, if one was measured; a record written before
-    the training images were drawn at random (no ``train_images`` key) says it used the first n."""
-    kept = sorted(Path(out).glob(f"floor/n{n}-ref*.json"))
-    if not kept:
-        return None
-    rec = json.loads(kept[0].read_text())
+def _read_floor(path: Path, n: int) -> dict[str, Any]:
+    """A kept floor record; one written before the training images were drawn at random (no ``train_images``) used
+    the first n."""
+    rec = json.loads(path.read_text())
     rec.setdefault("train_images", f"the first {n} training images")
     return rec
 
 
-def _floor_images(n: int, seed: int) -> str:
-    return f"{n} training images drawn at random (seed {seed})"
+def floor_record(out: str | Path, n: int) -> dict[str, Any] | None:
+    """The real-vs-real floor kept in ``<out>/floor`` for sample count n (against any reference), if one was measured."""
+    kept = sorted(Path(out).glob(f"floor/n{n}-ref*.json"))
+    return _read_floor(kept[0], n) if kept else None
 
 
-def kept_floor(run: LoadedRun, n: int, n_ref: int | None, out: str | Path, *, log: Callable[[str], Any] = print,
-               **kw: Any) -> float:
+def kept_floor(run: LoadedRun, n: int, n_ref: int | None, out: str | Path, *, seed: int = 0,
+               log: Callable[[str], Any] = print, **kw: Any) -> dict[str, Any]:
     """The real-vs-real floor (:func:`real_floor`) measured once per (n, reference) into ``<out>/floor`` like a
-    frontier point: a rerun reads it back instead of embedding the reference again."""
+    frontier point: a rerun reads it back instead of embedding the reference again. Returns its record
+    ({n, n_ref, dataset, fid, train_images})."""
     path = floor_path(out, n, n_ref)
     if path.is_file():
-        fid = float(json.loads(path.read_text())["fid"])
-        log(f"real-vs-real floor: kept in {path}: FID {fid:.2f}")
-        return fid
-    fid = real_floor(run, n, n_ref, log=log, **kw)
+        rec = _read_floor(path, n)
+        log(f"real-vs-real floor: kept in {path}: FID {rec['fid']:.2f}")
+        return rec
+    fid = real_floor(run, n, n_ref, seed=seed, log=log, **kw)
+    rec = {"n": n, "n_ref": n_ref, "dataset": run.recipe.data.name, "fid": fid,
+           "train_images": f"{n} training images drawn at random (seed {seed})"}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    seed = kw.get("seed", 0)
-    tmp.write_text(json.dumps({"n": n, "n_ref": n_ref, "dataset": run.recipe.data.name, "fid": fid,
-                               "train_images": _floor_images(n, seed)}, indent=1))
+    tmp.write_text(json.dumps(rec, indent=1))
     tmp.replace(path)
-    log(f"real-vs-real floor: {_floor_images(n, seed)} vs the reference: FID {fid:.2f} (kept in {path})")
-    return fid
+    log(f"real-vs-real floor: {rec['train_images']} vs the reference: FID {fid:.2f} (kept in {path})")
+    return rec
 
 
 def frontier_report(points: Sequence[dict[str, Any]], out: str | Path, *, floor: float | None = None,

@@ -113,13 +113,6 @@ def _mean(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
 
-def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two 1-D tensors; NaN when either is constant."""
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    den = float(a.norm() * b.norm())
-    return float(a @ b) / den if den > 1e-24 else float("nan")
-
-
 def prior_colour_stats(colours: torch.Tensor, prior_colours: torch.Tensor) -> dict[str, Any]:
     """Does a sample's colour follow its prior's? ``colours`` (R, K, C): the samples' mean colours, row r made from
     prior r; ``prior_colours`` (R, C): the priors' mean colours, in the same units as ``colours``.
@@ -131,7 +124,8 @@ def prior_colour_stats(colours: torch.Tensor, prior_colours: torch.Tensor) -> di
     r, k, c = colours.shape
     col, pri = colours.double(), prior_colours.double()
     per_cell = pri[:, None, :].expand(r, k, c)
-    corr = [_corr(per_cell[..., ch].flatten(), col[..., ch].flatten()) for ch in range(c)]
+    corr = [float(torch.corrcoef(torch.stack([per_cell[..., ch].flatten(), col[..., ch].flatten()]))[0, 1])
+            for ch in range(c)]  # NaN where either is constant
     diff = (col[:, :, None, :] - pri[None, None, :, :]).abs().mean(-1)  # (R, K, R'): |sample (r, k) - prior r'|
     own = torch.eye(r, dtype=torch.bool)[:, None, :].expand(r, k, r)
     return {"colour_prior_corr": corr, "colour_prior_corr_mean": _mean(torch.tensor(corr)),
