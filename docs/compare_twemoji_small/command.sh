@@ -2,7 +2,7 @@
 # and 1 against all 371 test images, each process at about 50 network calls per image with the sampler that was
 # best at 50 calls on MNIST (docs/frontier_mnist_small): IHDM its K = 50 chain, DDPM EDM's Heun over 25 steps
 # (49 calls), BDM its ancestral sampler over 50 levels; x^0 clamped as on the frontier. The NLL is left out (its
-# 1000-level ELBO on the diffusions costs more CPU than the session had). Raw output: compare_output.txt.
+# 1000-level ELBO on the diffusions costs more CPU than the session had). Not run yet; its raw output goes to compare_output.txt.
 cd "$(dirname "$0")/../.." && /usr/bin/time -f "wall %e s" genproc compare ihdm ddpm bdm \
     --runs pretrained/ihdm_twemoji_small pretrained/ddpm_twemoji_small pretrained/bdm_twemoji_small \
     --data-root ../shared/data/twemoji --n 371 --more-seeds 1 --metrics fid,kid \
